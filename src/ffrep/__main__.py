@@ -1,0 +1,5 @@
+import sys
+
+from ffrep.cli import main
+
+sys.exit(main())

@@ -1,0 +1,227 @@
+"""The ``ffrep`` command: every step of the workflow, runnable on its own."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+log = logging.getLogger("ffrep")
+
+
+def setup_logging(level: str | None = None) -> None:
+    level = (level or os.environ.get("FFREP_LOG_LEVEL", "INFO")).upper()
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def _run_config(args):
+    from ffrep.config import RunConfig, load_config, resolve_run
+
+    if args.run_json:
+        return RunConfig.from_json(args.run_json)
+    missing = [
+        k
+        for k in ("dataset", "algorithm", "architecture", "seed")
+        if getattr(args, k) is None
+    ]
+    if missing:
+        raise SystemExit(
+            "ffrep train: give --run-json, or --config with "
+            + ", ".join(f"--{k}" for k in missing)
+        )
+    config = load_config(args.config)
+    return resolve_run(
+        config, args.dataset, args.algorithm, args.architecture, args.seed
+    )
+
+
+def cmd_train(args) -> None:
+    from ffrep.train import train_run
+
+    run = _run_config(args)
+    if args.threads and not run.num_threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    out = Path(args.out_dir) / run.run_id
+    train_run(
+        run,
+        data_path=args.data,
+        model_out=args.model or out / "model.pt",
+        metrics_out=args.metrics or out / "metrics.json",
+        checkpoint=args.checkpoint or out / "checkpoint.pt",
+    )
+
+
+def cmd_prepare_data(args) -> None:
+    from ffrep.config import load_config, normalization
+    from ffrep.data import prepare
+
+    if args.config:
+        config = load_config(args.config)
+        data = config["data"]
+        mean, std = normalization(config, args.dataset)
+        root, download = data["root"], data["download"]
+        local_raw = data["local_raw"].get(args.dataset)
+    else:
+        if args.root is None:
+            raise SystemExit("ffrep prepare-data: give --config, or --root and --out")
+        root, download, local_raw = args.root, args.download, args.local_raw
+        mean, std = args.mean, args.std
+        if mean is None or std is None:
+            from ffrep.datasets import DATASETS
+
+            mean, std = DATASETS[args.dataset].mean, DATASETS[args.dataset].std
+    out = args.out or Path(root) / "prepared" / f"{args.dataset}.pt"
+    prepare(args.dataset, root, out, mean, std, download, local_raw)
+
+
+def cmd_activations(args) -> None:
+    from ffrep.activations import extract
+
+    extract(args.model, args.data, args.out)
+
+
+def cmd_sparsity(args) -> None:
+    from ffrep.analysis import write_run_sparsity
+
+    write_run_sparsity(
+        args.activations, args.out_layers, args.out_classes, args.samples
+    )
+
+
+def cmd_tables(args) -> None:
+    from ffrep.analysis import write_tables
+
+    write_tables(
+        args.layer_tables,
+        args.class_tables,
+        args.out_layers,
+        args.out_classes,
+        args.out_summary,
+        args.out_class_summary,
+    )
+
+
+def cmd_wall(args) -> None:
+    from ffrep.figures import activation_wall
+
+    activation_wall(args.activations, args.out, args.max_per_class, args.samples)
+
+
+def cmd_hoyer_by_class(args) -> None:
+    from ffrep.figures import hoyer_by_class
+
+    hoyer_by_class(args.table, args.dataset, args.architecture, args.out)
+
+
+def cmd_check_config(args) -> None:
+    from ffrep.config import grid_runs, load_config
+
+    config = load_config(args.config)
+    log.info("%s is valid: %d training runs", args.config, len(grid_runs(config)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ffrep.datasets import DATASETS
+
+    parser = argparse.ArgumentParser(
+        prog="ffrep",
+        description="Forward-Forward emergent representations: each workflow step.",
+    )
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    p = sub.add_parser("train", help="train one run (FF, BP/FF or BP)")
+    p.add_argument("--config", default="config/config.yaml")
+    p.add_argument("--dataset")
+    p.add_argument("--algorithm", choices=["ff", "bp_ff", "bp"])
+    p.add_argument("--architecture")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--run-json", help="a resolved run config (as the workflow passes)")
+    p.add_argument("--data", required=True, help="prepared dataset file (.pt)")
+    p.add_argument("--out-dir", default="results/runs")
+    p.add_argument("--model")
+    p.add_argument("--metrics")
+    p.add_argument("--checkpoint")
+    p.add_argument(
+        "--threads", type=int, help="torch threads, unless the run config sets them"
+    )
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("prepare-data", help="fetch, check and normalise a dataset")
+    p.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    p.add_argument("--config", help="take every setting below from this config")
+    p.add_argument("--root", help="folder of raw files and torchvision downloads")
+    p.add_argument("--out", help="prepared file (default ROOT/prepared/DATASET.pt)")
+    p.add_argument("--mean", type=float, nargs="+")
+    p.add_argument("--std", type=float, nargs="+")
+    p.add_argument("--local-raw", help="folder holding the original raw files")
+    p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True)
+    p.set_defaults(func=cmd_prepare_data)
+
+    p = sub.add_parser("activations", help="record a run's test-set activations")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_activations)
+
+    p = sub.add_parser("sparsity", help="sparsity tables of one activation file")
+    p.add_argument("--activations", required=True)
+    p.add_argument("--out-layers", required=True)
+    p.add_argument("--out-classes", required=True)
+    p.add_argument("--samples", choices=["correct", "all"], default="correct")
+    p.set_defaults(func=cmd_sparsity)
+
+    p = sub.add_parser("tables", help="combine per-run tables over the grid")
+    p.add_argument("--layer-tables", nargs="+", required=True)
+    p.add_argument("--class-tables", nargs="+", required=True)
+    p.add_argument("--out-layers", required=True)
+    p.add_argument("--out-classes", required=True)
+    p.add_argument("--out-summary", required=True)
+    p.add_argument("--out-class-summary", required=True)
+    p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("wall", help="activation wall figure of one run")
+    p.add_argument("--activations", required=True)
+    p.add_argument("--out", nargs="+", required=True)
+    p.add_argument("--max-per-class", type=int, default=200)
+    p.add_argument("--samples", choices=["correct", "all"], default="correct")
+    p.set_defaults(func=cmd_wall)
+
+    p = sub.add_parser("hoyer-by-class", help="per-class sparseness bars")
+    p.add_argument("--table", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--architecture", required=True)
+    p.add_argument("--out", nargs="+", required=True)
+    p.set_defaults(func=cmd_hoyer_by_class)
+
+    p = sub.add_parser("check-config", help="validate a config file")
+    p.add_argument("config")
+    p.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ffrep.config import ConfigError
+    from ffrep.data import DataError
+
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        args.func(args)
+    except (ConfigError, DataError) as err:
+        log.error("%s", err)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""Load and validate a workflow config, and resolve it into one run's settings.
+
+The JSON schema (``workflow/schemas/config.schema.yaml``) checks types, allowed
+values and unknown keys and fills in defaults; :func:`validate_config` then
+checks what a schema cannot express, such as a grid naming an architecture
+that is not defined.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from ffrep.datasets import DATASETS, N_CLASSES
+
+ALGORITHMS = ("ff", "bp_ff", "bp")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be run; the message names the key and the fix."""
+
+
+def _schema() -> dict[str, Any]:
+    text = resources.files("ffrep").joinpath("config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _with_defaults(validator_class):
+    """Extend a jsonschema validator so that it fills in ``default`` values."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if isinstance(sub, dict) and "default" in sub:
+                    instance.setdefault(key, copy.deepcopy(sub["default"]))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    key = ".".join(str(p) for p in error.absolute_path) or "<top level>"
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+        return f"{key}: unknown key(s) {', '.join(map(repr, extra))}{hint}"
+    if error.validator == "enum":
+        allowed = ", ".join(map(repr, schema["enum"]))
+        return f"{key}: {error.instance!r} is not allowed; allowed values: {allowed}"
+    if error.validator == "oneOf":
+        return f"{key}: {error.instance!r} matches none of the allowed forms"
+    return f"{key}: {error.message}"
+
+
+def validate_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Validate ``config`` in place, fill in defaults and return it.
+
+    Raises
+    ------
+    ConfigError
+        Listing every problem found, each with the key it concerns.
+    """
+    if not isinstance(config, dict):
+        raise ConfigError("the config must be a mapping of keys to values")
+    errors = sorted(_Validator(_schema()).iter_errors(config), key=lambda e: e.path)
+    if errors:
+        raise ConfigError(
+            "invalid config:\n  " + "\n  ".join(_describe(e) for e in errors)
+        )
+    problems = _semantic_problems(config)
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+    return config
+
+
+def _semantic_problems(config: dict[str, Any]) -> list[str]:
+    problems = []
+    grid = config["grid"]
+    for name in grid["architectures"]:
+        if name not in config["architectures"]:
+            defined = ", ".join(sorted(config["architectures"]))
+            problems.append(
+                f"grid.architectures: {name!r} is not defined under 'architectures'"
+                f" (defined: {defined})"
+            )
+            continue
+        widths = config["architectures"][name]["hidden_units"]
+        if isinstance(widths, dict):
+            for dataset in grid["datasets"]:
+                if dataset not in widths:
+                    problems.append(
+                        f"architectures.{name}.hidden_units: no widths for dataset"
+                        f" {dataset!r}; add them or give one list for all datasets"
+                    )
+    hyper = config["training"]["hyperparameters"]
+    for algorithm in grid["algorithms"]:
+        if algorithm not in hyper:
+            problems.append(
+                f"training.hyperparameters: no entry for algorithm {algorithm!r},"
+                " which the grid runs"
+            )
+    for dataset, norm in config["data"]["normalization"].items():
+        channels = DATASETS[dataset].shape[0]
+        for key in ("mean", "std"):
+            if len(norm[key]) != channels:
+                problems.append(
+                    f"data.normalization.{dataset}.{key}: needs {channels} value(s),"
+                    f" one per channel, got {len(norm[key])}"
+                )
+    held_out = config["forward_forward"]["held_out_classes"]
+    if len(held_out) > N_CLASSES - 2:
+        problems.append(
+            "forward_forward.held_out_classes: at least two classes must stay in"
+            f" training; {len(held_out)} of {N_CLASSES} are held out"
+        )
+    return problems
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> dict:
+    """Read a YAML config, apply ``overrides`` (nested keys merged) and validate."""
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if overrides:
+        config = merge(config or {}, overrides)
+    return validate_config(config)
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Merge ``update`` into a copy of ``base``, recursing into mappings."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@dataclass
+class RunConfig:
+    """Everything one training run depends on, resolved from the config."""
+
+    dataset: str
+    algorithm: str
+    architecture: str
+    seed: int
+    hidden_units: list[int]
+    learning_rate: float
+    epochs: int
+    batch_size: int
+    threshold: float = 3.0
+    goodness: str = "l2_norm"
+    input_normalization: str = "l2"
+    label_value: float | str = "data_max"
+    negative_sampling: str = "paper"
+    resample_negatives: bool = False
+    prediction: str = "softmax_sum"
+    held_out_classes: list[int] = field(default_factory=list)
+    max_train_samples: int | None = None
+    max_test_samples: int | None = None
+    device: str = "auto"
+    deterministic: bool = True
+    num_threads: int | None = None
+    checkpoint_every_epochs: int = 10
+    label_input: str = "true_label"
+    compression_level: int = 4
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.dataset}/{self.algorithm}/{self.architecture}/seed{self.seed}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        return cls(**json.loads(text))
+
+
+def resolve_run(
+    config: dict[str, Any], dataset: str, algorithm: str, architecture: str, seed: int
+) -> RunConfig:
+    """The settings of one run of the grid of a validated ``config``."""
+    widths = config["architectures"][architecture]["hidden_units"]
+    if isinstance(widths, dict):
+        widths = widths[dataset]
+    table = config["training"]["hyperparameters"][algorithm]
+    hyper = {**table["default"], **table.get(dataset, {})}
+    ff = config["forward_forward"]
+    training = config["training"]
+    return RunConfig(
+        dataset=dataset,
+        algorithm=algorithm,
+        architecture=architecture,
+        seed=int(seed),
+        hidden_units=list(widths),
+        learning_rate=float(hyper["learning_rate"]),
+        epochs=int(hyper["epochs"]),
+        batch_size=int(hyper["batch_size"]),
+        threshold=float(ff["threshold"]),
+        goodness=ff["goodness"],
+        input_normalization=ff["input_normalization"],
+        label_value=ff["label_value"],
+        negative_sampling=ff["negative_sampling"],
+        resample_negatives=ff["resample_negatives"],
+        prediction=ff["prediction"],
+        held_out_classes=list(ff["held_out_classes"]),
+        max_train_samples=config["data"]["max_train_samples"],
+        max_test_samples=config["data"]["max_test_samples"],
+        device=training["device"],
+        deterministic=training["deterministic"],
+        num_threads=training["num_threads"],
+        checkpoint_every_epochs=training["checkpoint_every_epochs"],
+        label_input=config["activations"]["label_input"],
+        compression_level=config["activations"]["compression_level"],
+    )
+
+
+def normalization(config: dict[str, Any], dataset: str) -> tuple[list, list]:
+    """Mean and std per channel for ``dataset``: the config's, else the paper's."""
+    norm = config["data"]["normalization"].get(dataset)
+    if norm:
+        return list(norm["mean"]), list(norm["std"])
+    info = DATASETS[dataset]
+    return list(info.mean), list(info.std)
+
+
+def grid_runs(config: dict[str, Any]) -> list[tuple[str, str, str, int]]:
+    """Every (dataset, algorithm, architecture, seed) of the grid."""
+    g = config["grid"]
+    return [
+        (d, a, arch, s)
+        for d in g["datasets"]
+        for a in g["algorithms"]
+        for arch in g["architectures"]
+        for s in g["seeds"]
+    ]

@@ -1,0 +1,184 @@
+"""The three model families of the paper: FF and BP/FF networks, and the BP MLP."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ffrep.datasets import N_CLASSES, DatasetInfo
+
+EPS = 1e-12
+
+
+def goodness(h: torch.Tensor, kind: str) -> torch.Tensor:
+    """Goodness of each row of ``h``: (..., H) -> (...)."""
+    if kind == "l2_norm":
+        return torch.linalg.vector_norm(h, dim=-1)
+    if kind == "sum_of_squares":
+        return h.pow(2).sum(-1)
+    if kind == "mean_of_squares":
+        return h.pow(2).mean(-1)
+    raise ValueError(f"unknown goodness {kind!r}")
+
+
+def ff_loss(g_pos: torch.Tensor, g_neg: torch.Tensor, threshold: float):
+    """Mean of softplus(θ - g+) over positives and softplus(g- - θ) over
+    negatives, taken over both sets together."""
+    return F.softplus(torch.cat([threshold - g_pos, g_neg - threshold])).mean()
+
+
+class LabelOverlay:
+    """Writes a class label into flattened images, as the authors do.
+
+    The label region is the first 10 values of row 0 (in every channel for
+    RGB); it is zeroed and the label's position is set to ``value``.
+    """
+
+    def __init__(self, info: DatasetInfo, value: float, device=None):
+        c, h, w = info.shape
+        cols = torch.arange(N_CLASSES)
+        channels = torch.arange(c) * (h * w)
+        # (10, C): the flat positions that carry class k
+        self.positions = (cols[:, None] + channels[None, :]).to(device)
+        self.region = self.positions.reshape(-1)
+        self.value = float(value)
+
+    def to(self, device) -> LabelOverlay:
+        self.positions = self.positions.to(device)
+        self.region = self.region.to(device)
+        return self
+
+    def apply_(self, x: torch.Tensor, labels: torch.Tensor | int) -> torch.Tensor:
+        """Write ``labels`` into ``x`` (N, D) in place and return it."""
+        x[:, self.region] = 0
+        if isinstance(labels, int):
+            x[:, self.positions[labels]] = self.value
+        else:
+            rows = torch.arange(x.shape[0], device=x.device)[:, None]
+            x[rows, self.positions[labels]] = self.value
+        return x
+
+    def apply(self, x: torch.Tensor, labels: torch.Tensor | int) -> torch.Tensor:
+        return self.apply_(x.clone(), labels)
+
+    def neutral_(self, x: torch.Tensor) -> torch.Tensor:
+        """Spread the label value evenly over the ten positions."""
+        x[:, self.region] = self.value / N_CLASSES
+        return x
+
+
+def unit_normalize(x: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "none":
+        return x
+    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(EPS)
+
+
+class FFNet(nn.Module):
+    """``h_l = relu(W_l · n(h_{l-1}) + b_l)`` for each hidden layer.
+
+    Used by FF (each layer trained on its own goodness) and by BP/FF (the
+    summed goodness trained end to end).
+    """
+
+    def __init__(self, n_inputs: int, hidden_units: list[int], normalization="l2"):
+        super().__init__()
+        widths = [n_inputs, *hidden_units]
+        self.layers = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)
+        )
+        self.normalization = normalization
+
+    def layer_forward(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.layers[index](unit_normalize(x, self.normalization)))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every hidden layer's activation: a list of (N, H_l)."""
+        hidden = []
+        for i in range(len(self.layers)):
+            x = self.layer_forward(i, x)
+            hidden.append(x)
+        return hidden
+
+
+class BPNet(nn.Module):
+    """``[Linear → ReLU] × L → Linear(→10)`` trained on cross-entropy."""
+
+    def __init__(self, n_inputs: int, hidden_units: list[int]):
+        super().__init__()
+        widths = [n_inputs, *hidden_units]
+        self.layers = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)
+        )
+        self.head = nn.Linear(widths[-1], N_CLASSES)
+
+    def hidden(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = []
+        for layer in self.layers:
+            x = F.relu(layer(x))
+            out.append(x)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.hidden(x)[-1])
+
+
+def build_model(algorithm: str, info: DatasetInfo, run) -> nn.Module:
+    if algorithm == "bp":
+        return BPNet(info.n_inputs, run.hidden_units)
+    return FFNet(info.n_inputs, run.hidden_units, run.input_normalization)
+
+
+@torch.no_grad()
+def ff_label_goodness(
+    net: FFNet,
+    x: torch.Tensor,
+    overlay: LabelOverlay,
+    kind: str,
+    chunk: int = 2048,
+) -> torch.Tensor:
+    """Goodness of every layer for every candidate label: (N, 10, L).
+
+    The ten labelled copies of an image differ only in the label region and
+    have the same length, so the first layer's product with the image part is
+    computed once and the label's columns are added per candidate.
+    """
+    n_layers = len(net.layers)
+    out = torch.empty(x.shape[0], N_CLASSES, n_layers, device=x.device)
+    first = net.layers[0]
+    # (H, 10): the first layer's weight summed over each label's positions
+    label_cols = first.weight[:, overlay.positions].sum(-1)
+    for start in range(0, x.shape[0], chunk):
+        xb = x[start : start + chunk].clone()
+        xb[:, overlay.region] = 0
+        # one label entry per channel contributes value² to the squared length
+        sq = xb.pow(2).sum(-1, keepdim=True) + overlay.positions.shape[1] * (
+            overlay.value**2
+        )
+        scale = 1.0 / sq.sqrt().clamp_min(EPS) if net.normalization == "l2" else 1.0
+        base = xb @ first.weight.T  # (B, H)
+        # (B, 10, H): first-layer pre-activations of the ten labelled copies
+        pre = base[:, None, :] + overlay.value * label_cols.T[None, :, :]
+        if net.normalization == "l2":
+            pre = pre * scale[:, :, None]
+        h = F.relu(pre + first.bias).reshape(-1, pre.shape[-1])  # (B*10, H)
+        out[start : start + chunk, :, 0] = goodness(h, kind).view(-1, N_CLASSES)
+        for i in range(1, n_layers):
+            h = net.layer_forward(i, h)
+            out[start : start + chunk, :, i] = goodness(h, kind).view(-1, N_CLASSES)
+    return out
+
+
+def ff_predict(goodness_per_label: torch.Tensor, rule: str) -> torch.Tensor:
+    """Predicted class from (N, 10, L) goodness."""
+    if rule == "softmax_sum":
+        return goodness_per_label.softmax(dim=1).sum(-1).argmax(dim=1)
+    if rule == "goodness_sum_skip_first":
+        # Hinton's rule; a one-layer network has no layer to keep but the first
+        kept = (
+            goodness_per_label[:, :, 1:]
+            if goodness_per_label.shape[-1] > 1
+            else (goodness_per_label)
+        )
+        return kept.sum(-1).argmax(dim=1)
+    raise ValueError(f"unknown prediction rule {rule!r}")

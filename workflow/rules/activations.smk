@@ -1,0 +1,17 @@
+rule activations:
+    input:
+        model=rules.train.output.model,
+        data=rules.prepare_data.output.prepared,
+    output:
+        f"results/activations/{RUN}.nc",
+    log:
+        f"logs/activations/{RUN}.log",
+    conda:
+        "../../environment.yml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    shell:
+        "ffrep activations --model {input.model:q} --data {input.data:q}"
+        " --out {output:q} > {log:q} 2>&1"

@@ -1,0 +1,76 @@
+import os
+import sys
+
+from snakemake.exceptions import WorkflowError
+
+from ffrep.config import (
+    ConfigError,
+    grid_runs,
+    normalization,
+    resolve_run,
+    validate_config,
+)
+from ffrep.datasets import DATASETS
+
+try:
+    validate_config(config)
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
+
+
+# Jobs call the `ffrep` command of the environment that runs Snakemake, which
+# has the package installed (the config was validated with it), even when
+# that environment was not activated.
+envvars:
+    "PATH",
+
+
+os.environ["PATH"] = os.pathsep.join(
+    [os.path.dirname(sys.executable), os.environ.get("PATH", "")]
+)
+DATA_ROOT = config["data"]["root"]
+RUN = "{dataset}/{algorithm}/{architecture}/seed{seed}"
+RUNS = grid_runs(config)
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    algorithm="ff|bp_ff|bp",
+    architecture="[A-Za-z0-9][A-Za-z0-9_-]{0,63}",
+    seed="[0-9]{1,10}",
+
+
+def run_config(wildcards):
+    """The resolved settings of one run, as JSON for the command line."""
+    run = resolve_run(
+        config,
+        wildcards.dataset,
+        wildcards.algorithm,
+        wildcards.architecture,
+        int(wildcards.seed),
+    )
+    return run.to_json()
+
+
+def expand_runs(pattern):
+    """``pattern`` filled in for every run of the grid."""
+    return [
+        pattern.format(dataset=d, algorithm=a, architecture=arch, seed=s)
+        for d, a, arch, s in RUNS
+    ]
+
+
+def dataset_architectures():
+    return sorted({(d, arch) for d, _, arch, _ in RUNS})
+
+
+def normalization_args(wildcards):
+    mean, std = normalization(config, wildcards.dataset)
+    return "--mean {} --std {}".format(
+        " ".join(map(str, mean)), " ".join(map(str, std))
+    )
+
+
+def local_raw_arg(wildcards):
+    folder = config["data"]["local_raw"].get(wildcards.dataset)
+    return f"--local-raw '{folder}'" if folder else ""
