@@ -122,6 +122,29 @@ def cmd_hoyer_by_class(args) -> None:
     hoyer_by_class(args.table, args.dataset, args.architecture, args.out)
 
 
+def cmd_summary(args) -> None:
+    import pandas as pd
+
+    table = Path(args.table)
+    frame = pd.read_csv(table)
+    cols = ["dataset", "architecture", "algorithm", "layer", "n_seeds"]
+    shown = frame[cols].copy()
+    for name in ("accuracy", "hoyer", "active_fraction"):
+        shown[name] = [
+            f"{m:.3f} ± {s:.3f}" if s == s else f"{m:.3f}"
+            for m, s in zip(frame[f"{name}_mean"], frame[f"{name}_std"], strict=True)
+        ]
+    results = table.parent.parent
+    lines = [
+        "Sparsity of each hidden layer, mean ± std over seeds:",
+        shown.to_string(index=False),
+        "",
+        f"tables:  {results / 'tables'}",
+        f"figures: {results / 'figures'}",
+    ]
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
 def cmd_check_config(args) -> None:
     from ffrep.config import grid_runs, load_config
 
@@ -202,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--architecture", required=True)
     p.add_argument("--out", nargs="+", required=True)
     p.set_defaults(func=cmd_hoyer_by_class)
+
+    p = sub.add_parser("summary", help="print the sparsity summary of a workflow run")
+    p.add_argument("table", help="results/tables/sparsity_summary.csv")
+    p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("check-config", help="validate a config file")
     p.add_argument("config")

@@ -322,8 +322,12 @@ def load(
     if name not in DATASETS:
         raise DataError(f"{path}: not a prepared ffrep dataset file")
     info = DATASETS[name]
-    for split, n in (("train", info.n_train), ("test", info.n_test)):
-        check_split(payload[f"x_{split}"], payload[f"y_{split}"], info, split, n, path)
+    # preparation checked the full counts; here the file must be consistent
+    for split in ("train", "test"):
+        x, y = payload.get(f"x_{split}"), payload.get(f"y_{split}")
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+            raise DataError(f"{path}: the {split} split is missing; prepare it again")
+        check_split(x, y, info, split, y.shape[0], path)
     return Splits(
         x_train=payload["x_train"][:max_train],
         y_train=payload["y_train"][:max_train],

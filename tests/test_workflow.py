@@ -1,0 +1,101 @@
+"""The whole workflow through the real Snakemake command line."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import xarray as xr
+
+from conftest import FASHION_MNIST, REPO, write_idx
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def copy_workflow(dest: Path) -> Path:
+    for name in ("Snakefile", "workflow", "config", "environment.yml"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name)
+        else:
+            shutil.copy(src, dest / name)
+    return dest
+
+
+def snakemake(workdir: Path, *args, check=True):
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    result = subprocess.run(
+        [*SNAKEMAKE, *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(result.stdout[-4000:] + result.stderr[-4000:])
+    return result
+
+
+def test_default_config_plans_the_paper_grid_without_data(tmp_path):
+    work = copy_workflow(tmp_path)
+    out = snakemake(work, "-n", "--quiet", "rules")
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out.stdout + out.stderr, re.M))
+    assert int(counts["train"]) == 120
+    assert int(counts["prepare_data"]) == 4
+    assert not (work / "resources").exists() and not (work / "results").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_workflow(tmp_path_factory):
+    work = copy_workflow(tmp_path_factory.mktemp("workflow"))
+    extra = []
+    if not FASHION_MNIST.is_dir():
+        raw = write_idx(work / "fake-raw", n_train=60_000, n_test=10_000)
+        extra = ["--config", f"data={{local_raw: {{fashion_mnist: {raw}}}}}"]
+    snakemake(work, "-c2", "--configfile", "config/test.yaml", *extra)
+    return work
+
+
+def test_tiny_config_runs_end_to_end(tiny_workflow):
+    work = tiny_workflow
+    table = pd.read_csv(work / "results/tables/sparsity.csv")
+    for column in (
+        "dataset",
+        "algorithm",
+        "architecture",
+        "seed",
+        "layer",
+        "accuracy",
+        "hoyer",
+        "active_fraction",
+        "n_samples",
+    ):
+        assert column in table.columns
+    assert set(table.algorithm) == {"ff", "bp_ff", "bp"}
+    assert sorted(table.layer.unique()) == [1, 2, 3]
+    assert len(table) == 3 * 2 * 3
+    assert table.hoyer.between(0, 1).all()
+    by_class = pd.read_csv(work / "results/tables/sparsity_by_class.csv")
+    assert set(by_class.label) <= set(range(10)) and len(by_class) > len(table)
+    summary = pd.read_csv(work / "results/tables/sparsity_summary.csv")
+    assert (summary.n_seeds == 2).all()
+    ds = xr.open_dataset(work / "results/activations/fashion_mnist/ff/tiny/seed0.nc")
+    assert ds.sizes == {"sample": 500, "layer": 3, "unit": 64}
+    ds.close()
+    for name in (
+        "walls/fashion_mnist/bp/tiny/seed1",
+        "hoyer_by_class/fashion_mnist/tiny",
+    ):
+        for ext in ("png", "pdf"):
+            assert (work / "results/figures" / f"{name}.{ext}").stat().st_size > 1000
+    assert not list((work / "results").rglob("*.tmp"))
+
+
+def test_second_run_has_nothing_to_do(tiny_workflow):
+    out = snakemake(tiny_workflow, "-n", "--configfile", "config/test.yaml")
+    assert "Nothing to be done" in out.stdout + out.stderr
