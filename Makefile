@@ -27,9 +27,9 @@ demo: venv
 	@if [ ! -d $(FASHION_MNIST_DEBIAN) ] && [ ! -d resources/data/FashionMNIST/raw ] \
 	  && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get install -y -qq dataset-fashion-mnist || true; fi
-	$(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml \
-	  $$( [ -d $(FASHION_MNIST_DEBIAN) ] && \
-	      echo "--config data={local_raw:{fashion_mnist:$(FASHION_MNIST_DEBIAN)}}" )
+	@if [ -d $(FASHION_MNIST_DEBIAN) ]; then \
+	  set -- --config "data={local_raw: {fashion_mnist: $(FASHION_MNIST_DEBIAN)}}"; fi; \
+	set -x; $(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml "$$@"
 	$(BIN)/ffrep summary results/tables/sparsity_summary.csv
 
 lint: venv
