@@ -1,9 +1,11 @@
 import os
+import shlex
 import sys
 
 from snakemake.exceptions import WorkflowError
 
 from ffrep.config import (
+    NAME_PATTERN,
     ConfigError,
     grid_runs,
     normalization,
@@ -36,7 +38,7 @@ RUNS = grid_runs(config)
 wildcard_constraints:
     dataset="|".join(DATASETS),
     algorithm="ff|bp_ff|bp",
-    architecture="[A-Za-z0-9][A-Za-z0-9_-]{0,63}",
+    architecture=NAME_PATTERN.strip("^$"),
     seed="[0-9]{1,10}",
 
 
@@ -73,4 +75,5 @@ def normalization_args(wildcards):
 
 def local_raw_arg(wildcards):
     folder = config["data"]["local_raw"].get(wildcards.dataset)
-    return f"--local-raw '{folder}'" if folder else ""
+    # quoted for the shell: a folder name is never run as a command
+    return f"--local-raw {shlex.quote(folder)}" if folder else ""
