@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import platform
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -111,21 +113,94 @@ def build_dataset(
         "git_commit": git_commit(),
         "device": device,
         "torch_threads": torch.get_num_threads(),
-        "deterministic_algorithms": int(torch.are_deterministic_algorithms_enabled()),
-        "tf32_matmul": int(torch.backends.cuda.matmul.allow_tf32),
+        **numerics_settings(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
+def numerics_settings() -> dict:
+    """Every torch setting that can change the bits of the activations."""
+    return {
+        "deterministic_algorithms": int(torch.are_deterministic_algorithms_enabled()),
+        "tf32_matmul": int(torch.backends.cuda.matmul.allow_tf32),
+        "tf32_cudnn": int(torch.backends.cudnn.allow_tf32),
+        "cudnn_deterministic": int(torch.backends.cudnn.deterministic),
+        "cudnn_benchmark": int(torch.backends.cudnn.benchmark),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG", ""),
+        "cuda_version": torch.version.cuda or "none",
+        "cudnn_version": str(torch.backends.cudnn.version() or "none"),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "platform": platform.platform(),
+    }
+
+
 def write(ds: xr.Dataset, path: str | Path, compression_level: int = 4) -> None:
     """Write ``ds`` to NetCDF-4 with lossless zlib, through a temporary name."""
+    # fletcher32: a damaged chunk fails to read instead of giving wrong numbers
     encoding = {
-        name: {"zlib": compression_level > 0, "complevel": compression_level}
+        name: {
+            "zlib": compression_level > 0,
+            "complevel": compression_level,
+            "fletcher32": True,
+        }
         for name in ds.data_vars
     }
     with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
+
+
+REBUILD = "delete it and rerun the workflow to rebuild it"
+
+
+def _problems(variables: dict, attrs: dict, dims: dict) -> list[str]:
+    """What a complete activation file has and this one lacks."""
+    problems = [f"attribute {a!r}" for a in REQUIRED_ATTRS if a not in attrs]
+    if attrs.get("format_version") != FORMAT_VERSION:
+        problems.append(f"format_version {FORMAT_VERSION}")
+    if "label" not in variables or "correct" not in variables:
+        problems.append("the label and correct coordinates")
+    if dims.get("sample", 0) == 0:
+        problems.append("samples")
+    try:
+        widths = json.loads(attrs.get("hidden_units", "[]"))
+    except (TypeError, ValueError):
+        widths = []
+    if not widths:
+        problems.append("attribute 'hidden_units'")
+    elif "activation" in variables:
+        shape = variables["activation"]
+        if tuple(shape) != (dims.get("sample"), len(widths), widths[0]):
+            problems.append(f"an activation of {len(widths)} layers of {widths[0]}")
+    else:
+        for i, width in enumerate(widths, 1):
+            if variables.get(f"layer{i}") != (dims.get("sample"), width):
+                problems.append(f"variable layer{i} of {width} units")
+    return problems
+
+
+def check_activation_file(path: str | Path) -> str | None:
+    """Why the activation file at ``path`` is damaged, or None when it is
+    absent or looks complete. Reads only the header: cheap enough to run on
+    every file of the grid when the workflow is parsed."""
+    import netCDF4
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        with netCDF4.Dataset(path, "r") as nc:
+            attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
+            if isinstance(attrs.get("format_version"), np.generic):
+                attrs["format_version"] = attrs["format_version"].item()
+            dims = {k: len(d) for k, d in nc.dimensions.items()}
+            variables = {k: v.shape for k, v in nc.variables.items()}
+    except Exception as err:  # netCDF4 raises OSError or RuntimeError of HDF5
+        return f"unreadable ({err})"
+    problems = _problems(variables, attrs, dims)
+    return f"incomplete (lacks {', '.join(problems)})" if problems else None
 
 
 def open_activations(path: str | Path) -> xr.Dataset:
@@ -144,15 +219,15 @@ def open_activations(path: str | Path) -> xr.Dataset:
         ds = xr.open_dataset(path, engine="netcdf4")
     except Exception as err:
         raise ActivationFileError(
-            f"{path}: unreadable activation file ({err}); delete it and rerun the"
-            " workflow to rebuild it"
+            f"{path}: unreadable activation file ({err}); {REBUILD}"
         ) from err
-    missing = [a for a in REQUIRED_ATTRS if a not in ds.attrs]
-    if missing or not list(layer_arrays(ds)) or "label" not in ds.coords:
+    variables = {k: v.shape for k, v in ds.variables.items()}
+    problems = _problems(variables, ds.attrs, dict(ds.sizes))
+    if problems:
         ds.close()
         raise ActivationFileError(
-            f"{path}: incomplete activation file (missing {missing or 'variables'});"
-            " delete it and rerun the workflow to rebuild it"
+            f"{path}: incomplete activation file (lacks {', '.join(problems)});"
+            f" {REBUILD}"
         )
     return ds
 

@@ -3,6 +3,7 @@ import shlex
 import sys
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 
 from ffrep.config import (
     NAME_PATTERN,
@@ -77,3 +78,20 @@ def local_raw_arg(wildcards):
     folder = config["data"]["local_raw"].get(wildcards.dataset)
     # quoted for the shell: a folder name is never run as a command
     return f"--local-raw {shlex.quote(folder)}" if folder else ""
+
+
+def mark_damaged_activations():
+    """Make damaged activation files older than their inputs, so that this run
+    rebuilds them (and what is made from them) instead of analysing them."""
+    from ffrep.activations import check_activation_file
+
+    for path in expand_runs(f"results/activations/{RUN}.nc"):
+        problem = check_activation_file(path)
+        if problem:
+            logger.warning(f"{path} is {problem}; it will be rebuilt")
+            os.utime(path, (0, 0))
+
+
+# jobs parse the workflow too; only the process that plans them checks
+if workflow.is_main_process:
+    mark_damaged_activations()
