@@ -3,12 +3,16 @@ depend on the network or on the real data being installed."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import gzip
 import struct
+import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from ffrep.datasets import DATASETS
@@ -81,3 +85,27 @@ def write_prepared(path: Path, name="fashion_mnist", n_train=N_TRAIN, n_test=N_T
 def files_under(folder: Path) -> list[str]:
     """Every file below ``folder``, relative, sorted: to compare before/after."""
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+@contextlib.contextmanager
+def tiny_tmpfs(mount: Path, size: str = "96k", strict: bool = True):
+    """A tmpfs of ``size`` at ``mount``, for real full-disk tests; skips the
+    test where mounting is not allowed and, if ``strict``, fails it when a file
+    stays open on the disk."""
+    mount.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
+        capture_output=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        # a traceback kept alive can hold a writer's file open: let it go first
+        gc.collect()
+        done = subprocess.run(["umount", str(mount)], capture_output=True)
+        if done.returncode != 0:
+            subprocess.run(["umount", "-l", str(mount)], check=True)
+            if strict:
+                pytest.fail(f"a file was left open on the full disk: {done.stderr}")

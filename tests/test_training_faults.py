@@ -4,15 +4,13 @@ reproducibility on CPU."""
 from __future__ import annotations
 
 import errno
-import gc
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from fakedata import shrink, write_prepared
+from fakedata import shrink, tiny_tmpfs, write_prepared
 
 from ffrep import train
 from ffrep.config import RunConfig
@@ -150,22 +148,8 @@ def test_disk_full_while_saving_metrics(tmp_path, prepared, monkeypatch):
 
 @pytest.fixture
 def tiny_disk(tmp_path):
-    """A 96 KiB tmpfs of our own; skipped where mounting is not allowed."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mount)],
-        capture_output=True,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    yield mount
-    # a traceback kept alive can hold a writer's file open: let it go first
-    gc.collect()
-    done = subprocess.run(["umount", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
-        pytest.fail(f"a file was left open on the full disk: {done.stderr}")
+    with tiny_tmpfs(tmp_path / "disk") as mount:
+        yield mount
 
 
 def test_real_full_disk_leaves_nothing(tmp_path, prepared, tiny_disk):

@@ -149,6 +149,9 @@ def write(ds: xr.Dataset, path: str | Path, compression_level: int = 4) -> None:
         for name in ds.data_vars
     }
     with atomic_path(path) as tmp:
+        # TODO(netCDF-C leak): when the write fails (a full disk), the library
+        # keeps the removed temporary file open, so its space comes back only
+        # when the process exits; the workflow's jobs exit at once.
         ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
 
 

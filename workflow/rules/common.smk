@@ -80,18 +80,23 @@ def local_raw_arg(wildcards):
     return f"--local-raw {shlex.quote(folder)}" if folder else ""
 
 
-def mark_damaged_activations():
-    """Make damaged activation files older than their inputs, so that this run
-    rebuilds them (and what is made from them) instead of analysing them."""
+def set_aside_damaged_activations():
+    """Move damaged activation files to results/damaged/, so that this run
+    rebuilds them (and what is made from them) instead of analysing them.
+
+    Done in dry runs too, so that the plan shown is the plan run.
+    """
     from ffrep.activations import check_activation_file
 
     for path in expand_runs(f"results/activations/{RUN}.nc"):
         problem = check_activation_file(path)
         if problem:
-            logger.warning(f"{path} is {problem}; it will be rebuilt")
-            os.utime(path, (0, 0))
+            aside = os.path.join("results", "damaged", os.path.relpath(path, "results"))
+            os.makedirs(os.path.dirname(aside), exist_ok=True)
+            os.replace(path, aside)
+            logger.warning(f"{path} is {problem}; moved to {aside}, to be rebuilt")
 
 
 # jobs parse the workflow too; only the process that plans them checks
 if workflow.is_main_process:
-    mark_damaged_activations()
+    set_aside_damaged_activations()
