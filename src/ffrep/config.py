@@ -79,13 +79,16 @@ def _form(sub: Any, root: dict) -> str:
     if kind == "array":
         items = _form(sub.get("items", {}), root)
         least = sub.get("minItems", 0)
-        return f"a list of at least {least} item(s), each {items}"
+        size = {0: "a list", 1: "a non-empty list"}.get(
+            least, f"a list of at least {least} items"
+        )
+        return f"{size}, each {items}"
     if kind == "object":
         keys = ", ".join(sorted(sub.get("properties", {})))
         return f"a mapping with keys among {keys}" if keys else "a mapping"
-    words = " or ".join(
-        _TYPE_WORDS.get(k, k) for k in ([kind] if isinstance(kind, str) else kind)
-    )
+    words = " or ".join(_TYPE_WORDS.get(k, k) for k in _types(kind))
+    if "minimum" in sub and "maximum" in sub:
+        return f"{words} from {sub['minimum']} to {sub['maximum']}"
     bounds = (
         ("minimum", ">="),
         ("exclusiveMinimum", ">"),
@@ -94,6 +97,11 @@ def _form(sub: Any, root: dict) -> str:
     )
     words += "".join(f" {op} {sub[b]}" for b, op in bounds if b in sub)
     return words or "a value"
+
+
+def _types(kind: Any) -> list[str]:
+    """The ``type`` of a schema as a list."""
+    return [kind] if isinstance(kind, str) else list(kind or [])
 
 
 def _looks_like_number(value: Any) -> bool:
@@ -125,7 +133,8 @@ def _describe(error: jsonschema.ValidationError, root: dict) -> str:
         )
     if error.validator == "type":
         hint = ""
-        if _looks_like_number(error.instance):
+        numeric = {"number", "integer"} & set(_types(schema.get("type")))
+        if numeric and _looks_like_number(error.instance):
             hint = (
                 "; YAML reads numbers such as 1e-2 as text: write 1.0e-2, with a"
                 " dot and a signed exponent"
@@ -142,6 +151,8 @@ def _describe(error: jsonschema.ValidationError, root: dict) -> str:
             f"{key}: {', '.join(map(repr, repeated))} appear(s) more than once;"
             " every entry must be different"
         )
+    if error.validator == "pattern" and "description" in schema:
+        return f"{key}: {error.instance!r} is not allowed; {schema['description']}"
     return f"{key}: {error.message}; allowed: {_form(schema, root)}"
 
 
