@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -362,3 +363,16 @@ def test_crafted_wildcards_match_no_rule(tmp_path, target):
     assert "MissingRuleException" in output or "No rule to produce" in output
     assert not (work / "PWNED").exists()
     assert not (work / "results").exists()
+
+
+def test_config_paths_reach_the_shell_quoted(tmp_path):
+    work = workflow_copy(tmp_path)
+    folder = "/data/x'; touch PWNED; echo '"
+    config = bad_config(put("data", "local_raw", "fashion_mnist", folder))
+    (work / "quoted.yaml").write_text(yaml.safe_dump(config))
+    done = snakemake(work, "--printshellcmds", "--configfile", "quoted.yaml")
+    assert done.returncode == 0, done.stderr
+    line = next(ln for ln in done.stdout.splitlines() if "ffrep prepare-data" in ln)
+    words = shlex.split(line)
+    assert words[words.index("--local-raw") + 1] == folder
+    assert not (work / "PWNED").exists()
