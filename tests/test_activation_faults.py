@@ -19,13 +19,9 @@ from fakedata import shrink, tiny_tmpfs, write_prepared
 from test_training_faults import tiny_run
 
 from ffrep import activations, train
-from ffrep.activations import (
-    ActivationFileError,
-    check_activation_file,
-    extract,
-    open_activations,
-)
+from ffrep.activations import ActivationFileError, extract, open_activations
 from ffrep.analysis import run_sparsity
+from ffrep.integrity import check_activation_file
 
 REPO = Path(__file__).resolve().parents[1]
 NUMERICS = (

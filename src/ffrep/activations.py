@@ -17,14 +17,12 @@ import xarray as xr
 from ffrep import data as data_mod
 from ffrep.config import RunConfig
 from ffrep.datasets import DATASETS
+from ffrep.integrity import FORMAT_VERSION, REBUILD, activation_problems
 from ffrep.io import atomic_path, git_commit, package_versions
 from ffrep.models import LabelOverlay
 from ffrep.train import CHUNK, configure_torch, label_value, load_model, predict
 
 log = logging.getLogger(__name__)
-
-FORMAT_VERSION = 1
-REQUIRED_ATTRS = ("dataset", "algorithm", "architecture", "seed", "config")
 
 
 class ActivationFileError(RuntimeError):
@@ -112,6 +110,8 @@ def build_dataset(
         "versions": json.dumps(package_versions(), sort_keys=True),
         "git_commit": git_commit(),
         "device": device,
+        # TODO(training threads): the thread count training ran with is in
+        # metrics.json (torch_threads), not in the weights file this reads
         "torch_threads": torch.get_num_threads(),
         **numerics_settings(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -155,57 +155,6 @@ def write(ds: xr.Dataset, path: str | Path, compression_level: int = 4) -> None:
         ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
 
 
-REBUILD = "delete it and rerun the workflow to rebuild it"
-
-
-def _problems(variables: dict, attrs: dict, dims: dict) -> list[str]:
-    """What a complete activation file has and this one lacks."""
-    problems = [f"attribute {a!r}" for a in REQUIRED_ATTRS if a not in attrs]
-    if attrs.get("format_version") != FORMAT_VERSION:
-        problems.append(f"format_version {FORMAT_VERSION}")
-    if "label" not in variables or "correct" not in variables:
-        problems.append("the label and correct coordinates")
-    if dims.get("sample", 0) == 0:
-        problems.append("samples")
-    try:
-        widths = json.loads(attrs.get("hidden_units", "[]"))
-    except (TypeError, ValueError):
-        widths = []
-    if not widths:
-        problems.append("attribute 'hidden_units'")
-    elif "activation" in variables:
-        shape = variables["activation"]
-        if tuple(shape) != (dims.get("sample"), len(widths), widths[0]):
-            problems.append(f"an activation of {len(widths)} layers of {widths[0]}")
-    else:
-        for i, width in enumerate(widths, 1):
-            if variables.get(f"layer{i}") != (dims.get("sample"), width):
-                problems.append(f"variable layer{i} of {width} units")
-    return problems
-
-
-def check_activation_file(path: str | Path) -> str | None:
-    """Why the activation file at ``path`` is damaged, or None when it is
-    absent or looks complete. Reads only the header: cheap enough to run on
-    every file of the grid when the workflow is parsed."""
-    import netCDF4
-
-    path = Path(path)
-    if not path.exists():
-        return None
-    try:
-        with netCDF4.Dataset(path, "r") as nc:
-            attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
-            if isinstance(attrs.get("format_version"), np.generic):
-                attrs["format_version"] = attrs["format_version"].item()
-            dims = {k: len(d) for k, d in nc.dimensions.items()}
-            variables = {k: v.shape for k, v in nc.variables.items()}
-    except Exception as err:  # netCDF4 raises OSError or RuntimeError of HDF5
-        return f"unreadable ({err})"
-    problems = _problems(variables, attrs, dims)
-    return f"incomplete (lacks {', '.join(problems)})" if problems else None
-
-
 def open_activations(path: str | Path) -> xr.Dataset:
     """Open an activation file lazily, checking that it is complete.
 
@@ -225,7 +174,7 @@ def open_activations(path: str | Path) -> xr.Dataset:
             f"{path}: unreadable activation file ({err}); {REBUILD}"
         ) from err
     variables = {k: v.shape for k, v in ds.variables.items()}
-    problems = _problems(variables, ds.attrs, dict(ds.sizes))
+    problems = activation_problems(variables, ds.attrs, dict(ds.sizes))
     if problems:
         ds.close()
         raise ActivationFileError(

@@ -14,6 +14,7 @@ from ffrep.config import (
     validate_config,
 )
 from ffrep.datasets import DATASETS
+from ffrep.integrity import check_activation_file
 
 try:
     validate_config(config)
@@ -81,13 +82,11 @@ def local_raw_arg(wildcards):
 
 
 def set_aside_damaged_activations():
-    """Move damaged activation files to results/damaged/, so that this run
-    rebuilds them (and what is made from them) instead of analysing them.
+    """Move damaged activation files to results/damaged/, so that they are
+    rebuilt, when needed, instead of analysed.
 
     Done in dry runs too, so that the plan shown is the plan run.
     """
-    from ffrep.activations import check_activation_file
-
     for path in expand_runs(f"results/activations/{RUN}.nc"):
         problem = check_activation_file(path)
         if problem:
