@@ -352,6 +352,8 @@ def test_snakemake_refuses_bad_config_before_any_job(tmp_path, case_id):
         "results/runs/fashion_mnist/ff/tiny;touch PWNED/seed0/model.pt",
         "results/runs/fashion_mnist/ff/../../../../outside/seed0/model.pt",
         "results/activations/fashion_mnist/ff/a b/sub/seed0;id.nc",
+        "results/runs/fashion_mnist/ff/tiny/seed007/model.pt",
+        "results/runs/fashion_mnist/ff/undefined/seed0/model.pt",
     ],
 )
 def test_crafted_wildcards_match_no_rule(tmp_path, target):

@@ -6,7 +6,6 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
 from ffrep.config import (
-    NAME_PATTERN,
     ConfigError,
     grid_runs,
     normalization,
@@ -40,8 +39,10 @@ RUNS = grid_runs(config)
 wildcard_constraints:
     dataset="|".join(DATASETS),
     algorithm="ff|bp_ff|bp",
-    architecture=NAME_PATTERN.strip("^$"),
-    seed="[0-9]{1,10}",
+    # only names the config defines (each already matches NAME_PATTERN)
+    architecture="|".join(sorted(config["architectures"])),
+    # no leading zeros: seed007 would train seed 7 a second time
+    seed="0|[1-9][0-9]{0,9}",
 
 
 def run_config(wildcards):
