@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -264,3 +266,30 @@ def test_same_seed_same_bits_other_seed_other_bits(tmp_path, prepared, algorithm
     same, other = weights[1], weights[2]
     assert all(torch.equal(weights[0][k], same[k]) for k in same)
     assert not all(torch.equal(weights[0][k], other[k]) for k in other)
+
+
+def test_killed_writer_keeps_the_old_file(tmp_path):
+    """SIGKILL in the middle of a write: the old file stays whole."""
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"old weights")
+    script = (
+        "import sys, time\n"
+        "from ffrep.io import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "    tmp.write_bytes(b'half of the new')\n"
+        "    print('writing', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(train.__file__).parents[1])}
+    writer = subprocess.Popen(
+        [sys.executable, "-c", script, str(target)],
+        stdout=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    assert writer.stdout.readline().strip() == "writing"
+    writer.kill()
+    writer.wait(timeout=30)
+    assert target.read_bytes() == b"old weights"
+    # the temporary file stays, hidden, beside it: Snakemake never reads it
+    assert [p.name.startswith(".model.pt.") for p in leftovers(tmp_path)] == [True]
