@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import platform
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,14 +17,12 @@ import xarray as xr
 from ffrep import data as data_mod
 from ffrep.config import RunConfig
 from ffrep.datasets import DATASETS
+from ffrep.integrity import FORMAT_VERSION, REBUILD, activation_problems
 from ffrep.io import atomic_path, git_commit, package_versions
 from ffrep.models import LabelOverlay
 from ffrep.train import CHUNK, configure_torch, label_value, load_model, predict
 
 log = logging.getLogger(__name__)
-
-FORMAT_VERSION = 1
-REQUIRED_ATTRS = ("dataset", "algorithm", "architecture", "seed", "config")
 
 
 class ActivationFileError(RuntimeError):
@@ -110,21 +110,48 @@ def build_dataset(
         "versions": json.dumps(package_versions(), sort_keys=True),
         "git_commit": git_commit(),
         "device": device,
+        # TODO(training threads): the thread count training ran with is in
+        # metrics.json (torch_threads), not in the weights file this reads
         "torch_threads": torch.get_num_threads(),
-        "deterministic_algorithms": int(torch.are_deterministic_algorithms_enabled()),
-        "tf32_matmul": int(torch.backends.cuda.matmul.allow_tf32),
+        **numerics_settings(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
+def numerics_settings() -> dict:
+    """Every torch setting that can change the bits of the activations."""
+    return {
+        "deterministic_algorithms": int(torch.are_deterministic_algorithms_enabled()),
+        "tf32_matmul": int(torch.backends.cuda.matmul.allow_tf32),
+        "tf32_cudnn": int(torch.backends.cudnn.allow_tf32),
+        "cudnn_deterministic": int(torch.backends.cudnn.deterministic),
+        "cudnn_benchmark": int(torch.backends.cudnn.benchmark),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG", ""),
+        "cuda_version": torch.version.cuda or "none",
+        "cudnn_version": str(torch.backends.cudnn.version() or "none"),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "platform": platform.platform(),
+    }
+
+
 def write(ds: xr.Dataset, path: str | Path, compression_level: int = 4) -> None:
     """Write ``ds`` to NetCDF-4 with lossless zlib, through a temporary name."""
+    # fletcher32: a damaged chunk fails to read instead of giving wrong numbers
     encoding = {
-        name: {"zlib": compression_level > 0, "complevel": compression_level}
+        name: {
+            "zlib": compression_level > 0,
+            "complevel": compression_level,
+            "fletcher32": True,
+        }
         for name in ds.data_vars
     }
     with atomic_path(path) as tmp:
+        # TODO(netCDF-C leak): when the write fails (a full disk), the library
+        # keeps the removed temporary file open, so its space comes back only
+        # when the process exits; the workflow's jobs exit at once.
         ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
 
 
@@ -144,15 +171,15 @@ def open_activations(path: str | Path) -> xr.Dataset:
         ds = xr.open_dataset(path, engine="netcdf4")
     except Exception as err:
         raise ActivationFileError(
-            f"{path}: unreadable activation file ({err}); delete it and rerun the"
-            " workflow to rebuild it"
+            f"{path}: unreadable activation file ({err}); {REBUILD}"
         ) from err
-    missing = [a for a in REQUIRED_ATTRS if a not in ds.attrs]
-    if missing or not list(layer_arrays(ds)) or "label" not in ds.coords:
+    variables = {k: v.shape for k, v in ds.variables.items()}
+    problems = activation_problems(variables, ds.attrs, dict(ds.sizes))
+    if problems:
         ds.close()
         raise ActivationFileError(
-            f"{path}: incomplete activation file (missing {missing or 'variables'});"
-            " delete it and rerun the workflow to rebuild it"
+            f"{path}: incomplete activation file (lacks {', '.join(problems)});"
+            f" {REBUILD}"
         )
     return ds
 

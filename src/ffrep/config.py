@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -49,7 +50,69 @@ def _with_defaults(validator_class):
 _Validator = _with_defaults(jsonschema.Draft202012Validator)
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
+NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+_TYPE_WORDS = {
+    "array": "a list",
+    "boolean": "true or false",
+    "integer": "an integer",
+    "null": "null",
+    "number": "a number",
+    "object": "a mapping",
+    "string": "a string",
+}
+
+
+def _resolve(sub: Any, root: dict) -> dict:
+    if isinstance(sub, dict) and "$ref" in sub:
+        return _resolve(root["$defs"][sub["$ref"].rsplit("/", 1)[-1]], root)
+    return sub if isinstance(sub, dict) else {}
+
+
+def _form(sub: Any, root: dict) -> str:
+    """One allowed form of a value, in words."""
+    sub = _resolve(sub, root)
+    if "const" in sub:
+        return repr(sub["const"])
+    if "enum" in sub:
+        return "one of " + ", ".join(map(repr, sub["enum"]))
+    kind = sub.get("type")
+    if kind == "array":
+        items = _form(sub.get("items", {}), root)
+        least = sub.get("minItems", 0)
+        size = {0: "a list", 1: "a non-empty list"}.get(
+            least, f"a list of at least {least} items"
+        )
+        return f"{size}, each {items}"
+    if kind == "object":
+        keys = ", ".join(sorted(sub.get("properties", {})))
+        return f"a mapping with keys among {keys}" if keys else "a mapping"
+    words = " or ".join(_TYPE_WORDS.get(k, k) for k in _types(kind))
+    if "minimum" in sub and "maximum" in sub:
+        return f"{words} from {sub['minimum']} to {sub['maximum']}"
+    bounds = (
+        ("minimum", ">="),
+        ("exclusiveMinimum", ">"),
+        ("maximum", "<="),
+        ("exclusiveMaximum", "<"),
+    )
+    words += "".join(f" {op} {sub[b]}" for b, op in bounds if b in sub)
+    return words or "a value"
+
+
+def _types(kind: Any) -> list[str]:
+    """The ``type`` of a schema as a list."""
+    return [kind] if isinstance(kind, str) else list(kind or [])
+
+
+def _looks_like_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(value, str)
+
+
+def _describe(error: jsonschema.ValidationError, root: dict) -> str:
     key = ".".join(str(p) for p in error.absolute_path) or "<top level>"
     schema = error.schema if isinstance(error.schema, dict) else {}
     if error.validator == "additionalProperties":
@@ -61,8 +124,47 @@ def _describe(error: jsonschema.ValidationError) -> str:
         allowed = ", ".join(map(repr, schema["enum"]))
         return f"{key}: {error.instance!r} is not allowed; allowed values: {allowed}"
     if error.validator == "oneOf":
-        return f"{key}: {error.instance!r} matches none of the allowed forms"
-    return f"{key}: {error.message}"
+        forms = " | ".join(_form(sub, root) for sub in schema["oneOf"])
+        return f"{key}: {error.instance!r} is not allowed; allowed forms: {forms}"
+    if error.validator == "pattern" and error.validator_value == NAME_PATTERN:
+        return (
+            f"{key}: {error.instance!r} is not an allowed name; allowed: 1 to 64"
+            " letters, digits, '_' or '-', starting with a letter or a digit"
+        )
+    if error.validator == "type":
+        hint = ""
+        numeric = {"number", "integer"} & set(_types(schema.get("type")))
+        if numeric and _looks_like_number(error.instance):
+            hint = (
+                "; YAML reads numbers such as 1e-2 as text: write 1.0e-2, with a"
+                " dot and a signed exponent"
+            )
+        return (
+            f"{key}: {error.instance!r} is not allowed; allowed:"
+            f" {_form(schema, root)}{hint}"
+        )
+    if error.validator == "uniqueItems":
+        seen, repeated = [], []
+        for item in error.instance:
+            (repeated if item in seen else seen).append(item)
+        return (
+            f"{key}: {', '.join(map(repr, repeated))} appear(s) more than once;"
+            " every entry must be different"
+        )
+    if error.validator == "pattern" and "description" in schema:
+        return f"{key}: {error.instance!r} is not allowed; {schema['description']}"
+    return f"{key}: {error.message}; allowed: {_form(schema, root)}"
+
+
+def _non_finite(value: Any, key: str = "") -> list[str]:
+    """Keys whose value is a NaN or infinite number, which no schema refuses."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _non_finite(v, f"{key}.{k}")]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _non_finite(v, f"{key}.{i}")]
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{key.lstrip('.')}: {value} is not allowed; allowed: finite numbers"]
+    return []
 
 
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -75,11 +177,14 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """
     if not isinstance(config, dict):
         raise ConfigError("the config must be a mapping of keys to values")
-    errors = sorted(_Validator(_schema()).iter_errors(config), key=lambda e: e.path)
-    if errors:
-        raise ConfigError(
-            "invalid config:\n  " + "\n  ".join(_describe(e) for e in errors)
-        )
+    schema = _schema()
+    errors = sorted(
+        _Validator(schema).iter_errors(config),
+        key=lambda e: [str(p) for p in e.absolute_path],
+    )
+    problems = [_describe(e, schema) for e in errors] + _non_finite(config)
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
     problems = _semantic_problems(config)
     if problems:
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems))

@@ -16,6 +16,7 @@ import os
 import shutil
 import struct
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,9 @@ GET_A_COPY = (
 )
 
 
+PREPARED_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
 class DataError(RuntimeError):
     """Raw or prepared data that cannot be used; names the file and the fix."""
 
@@ -63,60 +67,78 @@ class Splits:
 # --- raw files -------------------------------------------------------------
 
 
-def _read_idx_header(path: Path, magic: int, ndim: int) -> tuple[int, ...]:
+def _read_idx(path: Path, magic: int, ndim: int, dataset: str):
+    """Header dimensions and the largest data byte of an IDX file, checked
+    against the header."""
+    fix = GET_A_COPY.format(dataset=dataset)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
             header = f.read(4 + 4 * ndim)
             if len(header) < 4 + 4 * ndim:
-                raise DataError(f"{path}: file too short for an IDX header")
+                raise DataError(f"{path}: file too short for an IDX header; {fix}")
             found, *dims = struct.unpack(f">{1 + ndim}I", header)
             if found != magic:
                 raise DataError(
                     f"{path}: not an IDX file of the expected kind"
-                    f" (magic number {found}, expected {magic})"
+                    f" (magic number {found}, expected {magic}); {fix}"
                 )
             expected = int(np.prod(dims))
-            body = 0
+            body, top = 0, 0
             while chunk := f.read(1 << 20):
                 body += len(chunk)
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
+                top = max(top, int(np.frombuffer(chunk, np.uint8).max()))
+    except (OSError, EOFError, zlib.error) as err:
         raise DataError(
-            f"{path}: cannot be read ({err}); it is truncated or damaged"
+            f"{path}: cannot be read ({err}); it is truncated or damaged; {fix}"
         ) from err
     if body != expected:
         raise DataError(
             f"{path}: holds {body} bytes of data where its header promises"
-            f" {expected}; the file is truncated or damaged"
+            f" {expected}; the file is truncated or damaged; {fix}"
         )
-    return tuple(dims)
+    return tuple(dims), top
+
+
+def check_idx(path: Path, key: str, info: DatasetInfo) -> None:
+    """Check one IDX file (``key`` as in :data:`IDX_FILES`) against ``info``."""
+    split, kind = key.split("_")
+    n = {"train": info.n_train, "test": info.n_test}[split]
+    fix = GET_A_COPY.format(dataset=info.name)
+    if kind == "images":
+        dims, _ = _read_idx(path, 2051, 3, info.name)
+        want = (n, info.shape[1], info.shape[2])
+    else:
+        dims, top = _read_idx(path, 2049, 1, info.name)
+        want = (n,)
+        if top >= N_CLASSES:
+            raise DataError(
+                f"{path}: holds label {top}, outside 0..{N_CLASSES - 1}; {fix}"
+            )
+    if dims != want:
+        raise DataError(
+            f"{path}: holds data of shape {dims}, expected {want} for"
+            f" {info.name}; {fix}"
+        )
+
+
+def _find_idx(folder: Path, name: str) -> Path | None:
+    candidates = [folder / name, folder / f"{name}.gz"]
+    return next((p for p in candidates if p.is_file()), None)
 
 
 def stage_idx(source: Path, raw_folder: Path, info: DatasetInfo) -> None:
     """Check the four IDX files in ``source`` and place them, uncompressed,
     where torchvision looks for them."""
     raw_folder.mkdir(parents=True, exist_ok=True)
-    counts = {"train": info.n_train, "test": info.n_test}
     for key, name in IDX_FILES.items():
-        split, kind = key.split("_")
-        candidates = [source / name, source / f"{name}.gz"]
-        path = next((p for p in candidates if p.is_file()), None)
+        path = _find_idx(source, name)
         if path is None:
             raise DataError(
                 f"{source}: neither {name} nor {name}.gz found; the folder must"
                 " hold the four original IDX files of the dataset"
             )
-        if kind == "images":
-            dims = _read_idx_header(path, 2051, 3)
-            want = (counts[split], info.shape[1], info.shape[2])
-        else:
-            dims = _read_idx_header(path, 2049, 1)
-            want = (counts[split],)
-        if dims != want:
-            raise DataError(
-                f"{path}: holds data of shape {dims}, expected {want} for"
-                f" {info.name}; " + GET_A_COPY.format(dataset=info.name)
-            )
+        check_idx(path, key, info)
         target = raw_folder / name
         opener = gzip.open if path.suffix == ".gz" else open
         with (
@@ -125,6 +147,13 @@ def stage_idx(source: Path, raw_folder: Path, info: DatasetInfo) -> None:
             open(tmp, "wb") as dst,
         ):
             shutil.copyfileobj(src, dst)
+
+
+def _check_staged_idx(raw_folder: Path, info: DatasetInfo) -> None:
+    """Check the uncompressed IDX files torchvision would read, if present."""
+    for key, name in IDX_FILES.items():
+        if (raw_folder / name).is_file():
+            check_idx(raw_folder / name, key, info)
 
 
 def _stage_local(source: Path, root: Path, info: DatasetInfo) -> None:
@@ -229,20 +258,25 @@ def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
 def check_split(
     x: torch.Tensor, y: torch.Tensor, info: DatasetInfo, split: str, n: int, source
 ):
+    """Check one split's images and labels; ``source`` names their file."""
+    fix = GET_A_COPY.format(dataset=info.name)
+    what = f"{source}: {info.name} {split}"
     if x.shape != (n, info.n_inputs):
         raise DataError(
-            f"{source}: {info.name} {split} images have shape {tuple(x.shape)},"
-            f" expected {(n, info.n_inputs)}; " + GET_A_COPY.format(dataset=info.name)
+            f"{what} images have shape {tuple(x.shape)},"
+            f" expected {(n, info.n_inputs)}; {fix}"
         )
     if y.shape != (n,):
-        raise DataError(f"{source}: {info.name} {split} has {y.shape[0]} labels, {n=}")
+        raise DataError(
+            f"{what} has labels of shape {tuple(y.shape)}, expected {(n,)}; {fix}"
+        )
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= N_CLASSES):
         raise DataError(
-            f"{source}: {info.name} {split} labels span {int(y.min())}..{int(y.max())},"
-            f" outside 0..{N_CLASSES - 1}; " + GET_A_COPY.format(dataset=info.name)
+            f"{what} labels span {int(y.min())}..{int(y.max())},"
+            f" outside 0..{N_CLASSES - 1}; {fix}"
         )
     if not torch.isfinite(x).all():
-        raise DataError(f"{source}: {info.name} {split} images hold NaN or inf")
+        raise DataError(f"{what} images hold NaN or inf; {fix}")
 
 
 def prepare(
@@ -262,6 +296,10 @@ def prepare(
     if local_raw is not None:
         log.info("staging %s from %s", name, local_raw)
         _stage_local(Path(local_raw), root, info)
+    elif name in ("mnist", "fashion_mnist"):
+        # files left by an earlier run or put there by hand: torchvision only
+        # checks that they exist
+        _check_staged_idx(root / info.torchvision_class / "raw", info)
     try:
         train, test = _torchvision_splits(name, root, download=False)
     except RuntimeError:
@@ -318,9 +356,16 @@ def load(
             f"{path}: prepared data cannot be read ({err}); delete it and run the"
             " data preparation again"
         ) from err
-    name = payload.get("dataset")
+    again = "delete it and run the data preparation again"
+    name = payload.get("dataset") if isinstance(payload, dict) else None
     if name not in DATASETS:
-        raise DataError(f"{path}: not a prepared ffrep dataset file")
+        raise DataError(f"{path}: not a prepared ffrep dataset file; {again}")
+    missing = [k for k in PREPARED_KEYS if not torch.is_tensor(payload.get(k))]
+    if missing:
+        raise DataError(
+            f"{path}: prepared data lacks {', '.join(missing)}; the file is"
+            f" incomplete or not ffrep's; {again}"
+        )
     info = DATASETS[name]
     # preparation checked the full counts; here the file must be consistent
     for split in ("train", "test"):

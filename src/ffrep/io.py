@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import platform
@@ -32,9 +33,40 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        # mkstemp makes the file private; results are shared like any other file
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
+    except Exception as err:
+        _raise_if_disk_full(err, target)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+FULL_BYTES = 1 << 20  # a disk with less than this free is taken as full
+
+
+def _raise_if_disk_full(err: Exception, target: Path) -> None:
+    """Writers such as torch.save report a full disk as an obscure error of
+    their own; name it."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return
+    try:
+        stat = os.statvfs(target.parent)
+    except OSError:
+        return
+    if stat.f_bavail * stat.f_frsize < FULL_BYTES:
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on device while writing {target} ({err}); free some"
+            " space and run again: nothing was left half written",
+        ) from err
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: str | Path, obj: Any) -> None:

@@ -212,10 +212,13 @@ class Progress:
 
 
 def _check_finite(value: float, where: str) -> None:
+    """Stop at the first epoch whose mean loss is NaN or infinite, before it is
+    checkpointed: nothing diverged is kept."""
     if not np.isfinite(value):
         raise TrainingDiverged(
-            f"the loss became {value} at {where}; lower the learning rate or check"
-            " the data and the forward_forward settings"
+            f"the loss became {value} at {where}; nothing of this epoch was saved;"
+            " lower the learning rate or check the data and the forward_forward"
+            " settings"
         )
 
 
@@ -563,16 +566,31 @@ def save_model(net, run: RunConfig, path: str | Path) -> None:
         torch.save(payload, tmp)
 
 
+class ModelFileError(RuntimeError):
+    """A weights file that is missing, damaged or not ffrep's."""
+
+
 def load_model(path: str | Path, device="cpu"):
     """Rebuild a trained network from its weights file, without unpickling code."""
+    again = "delete the file and train the run again"
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise ModelFileError(
+            f"{path}: model weights not found; train the run"
+        ) from None
     except Exception as err:
-        raise RuntimeError(
-            f"{path}: cannot read the model weights ({err}); delete the file and"
-            " train the run again"
+        raise ModelFileError(
+            f"{path}: cannot read the model weights ({err}); {again}"
         ) from err
-    run = RunConfig.from_json(payload["run"])
-    net = build_model(run.algorithm, DATASETS[run.dataset], run)
-    net.load_state_dict(payload["state_dict"])
+    if not isinstance(payload, dict) or not {"run", "state_dict"} <= set(payload):
+        raise ModelFileError(f"{path}: not an ffrep weights file; {again}")
+    try:
+        run = RunConfig.from_json(payload["run"])
+        net = build_model(run.algorithm, DATASETS[run.dataset], run)
+        net.load_state_dict(payload["state_dict"])
+    except (TypeError, ValueError, KeyError, RuntimeError) as err:
+        raise ModelFileError(
+            f"{path}: the weights do not fit the run they describe ({err}); {again}"
+        ) from err
     return net.to(device), run

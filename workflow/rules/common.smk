@@ -1,7 +1,9 @@
 import os
+import shlex
 import sys
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 
 from ffrep.config import (
     ConfigError,
@@ -11,6 +13,7 @@ from ffrep.config import (
     validate_config,
 )
 from ffrep.datasets import DATASETS
+from ffrep.integrity import check_activation_file
 
 try:
     validate_config(config)
@@ -36,8 +39,10 @@ RUNS = grid_runs(config)
 wildcard_constraints:
     dataset="|".join(DATASETS),
     algorithm="ff|bp_ff|bp",
-    architecture="[A-Za-z0-9][A-Za-z0-9_-]{0,63}",
-    seed="[0-9]{1,10}",
+    # only names the config defines (each already matches NAME_PATTERN)
+    architecture="|".join(sorted(config["architectures"])),
+    # no leading zeros: seed007 would train seed 7 a second time
+    seed="0|[1-9][0-9]{0,9}",
 
 
 def run_config(wildcards):
@@ -73,4 +78,25 @@ def normalization_args(wildcards):
 
 def local_raw_arg(wildcards):
     folder = config["data"]["local_raw"].get(wildcards.dataset)
-    return f"--local-raw '{folder}'" if folder else ""
+    # quoted for the shell: a folder name is never run as a command
+    return f"--local-raw {shlex.quote(folder)}" if folder else ""
+
+
+def set_aside_damaged_activations():
+    """Move damaged activation files to results/damaged/, so that they are
+    rebuilt, when needed, instead of analysed.
+
+    Done in dry runs too, so that the plan shown is the plan run.
+    """
+    for path in expand_runs(f"results/activations/{RUN}.nc"):
+        problem = check_activation_file(path)
+        if problem:
+            aside = os.path.join("results", "damaged", os.path.relpath(path, "results"))
+            os.makedirs(os.path.dirname(aside), exist_ok=True)
+            os.replace(path, aside)
+            logger.warning(f"{path} is {problem}; moved to {aside}, to be rebuilt")
+
+
+# jobs parse the workflow too; only the process that plans them checks
+if workflow.is_main_process:
+    set_aside_damaged_activations()
