@@ -17,6 +17,7 @@ import xarray as xr
 from ffrep import data as data_mod
 from ffrep.config import RunConfig
 from ffrep.datasets import DATASETS
+from ffrep.errors import FFrepError
 from ffrep.integrity import FORMAT_VERSION, REBUILD, activation_problems
 from ffrep.io import atomic_path, git_commit, package_versions
 from ffrep.models import LabelOverlay
@@ -25,7 +26,7 @@ from ffrep.train import CHUNK, configure_torch, label_value, load_model, predict
 log = logging.getLogger(__name__)
 
 
-class ActivationFileError(RuntimeError):
+class ActivationFileError(FFrepError, RuntimeError):
     """An activation file that is missing, unreadable or incomplete."""
 
 

@@ -237,14 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ffrep.config import ConfigError
-    from ffrep.data import DataError
+    from ffrep.errors import FFrepError
 
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level)
     try:
         args.func(args)
-    except (ConfigError, DataError) as err:
+    except FFrepError as err:
         log.error("%s", err)
         return 2
     return 0

@@ -20,11 +20,12 @@ import jsonschema
 import yaml
 
 from ffrep.datasets import DATASETS, N_CLASSES
+from ffrep.errors import FFrepError
 
 ALGORITHMS = ("ff", "bp_ff", "bp")
 
 
-class ConfigError(ValueError):
+class ConfigError(FFrepError, ValueError):
     """A config that cannot be run; the message names the key and the fix."""
 
 

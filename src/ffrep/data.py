@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ffrep.datasets import DATASETS, N_CLASSES, DatasetInfo
+from ffrep.errors import FFrepError
 from ffrep.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ GET_A_COPY = (
 PREPARED_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
-class DataError(RuntimeError):
+class DataError(FFrepError, RuntimeError):
     """Raw or prepared data that cannot be used; names the file and the fix."""
 
 

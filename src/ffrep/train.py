@@ -23,6 +23,7 @@ from tqdm import tqdm
 from ffrep import data as data_mod
 from ffrep.config import RunConfig
 from ffrep.datasets import DATASETS, N_CLASSES
+from ffrep.errors import FFrepError
 from ffrep.io import atomic_path, write_json
 from ffrep.models import (
     BPNet,
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 CHUNK = 4096  # rows per chunk when a whole set is passed through a layer
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(FFrepError, RuntimeError):
     """The loss became NaN or infinite."""
 
 
@@ -566,7 +567,7 @@ def save_model(net, run: RunConfig, path: str | Path) -> None:
         torch.save(payload, tmp)
 
 
-class ModelFileError(RuntimeError):
+class ModelFileError(FFrepError, RuntimeError):
     """A weights file that is missing, damaged or not ffrep's."""
 
 
