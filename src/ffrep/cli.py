@@ -107,6 +107,7 @@ def cmd_tables(args) -> None:
         args.out_classes,
         args.out_summary,
         args.out_class_summary,
+        args.out_tests,
     )
 
 
@@ -187,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-classes", required=True)
     p.add_argument("--out-summary", required=True)
     p.add_argument("--out-class-summary", required=True)
+    p.add_argument("--out-tests", help="FF against BP and BP/FF, per layer")
     p.set_defaults(func=cmd_tables)
 
     p = sub.add_parser("wall", help="activation wall figure of one run")
@@ -202,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--architecture", required=True)
     p.add_argument("--out", nargs="+", required=True)
     p.set_defaults(func=cmd_hoyer_by_class)
+
+    from ffrep.analysis_cli import register
+
+    register(sub)
 
     p = sub.add_parser("check-config", help="validate a config file")
     p.add_argument("config")
