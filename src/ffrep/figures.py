@@ -33,6 +33,8 @@ STYLE = {
     "axes.spines.top": False,
     "axes.spines.right": False,
     "savefig.bbox": "tight",
+    # keeps colour bars and tick labels of neighbouring panels apart
+    "figure.constrained_layout.use": True,
 }
 
 

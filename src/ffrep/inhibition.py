@@ -94,16 +94,21 @@ def run_inhibition(
     net, run = load_model(model_path)
     ds = open_activations(activations_path)
     try:
-        keys = run_keys(ds)
-        mask = sample_mask(ds, samples)
-        label_input = ds.attrs.get("label_input", run.label_input)
-        coord = {"true_label": "label", "predicted_label": "prediction"}
-        labels = ds[coord[label_input]].values[mask] if label_input in coord else None
         n_test = ds.sizes["sample"]
+        splits = data_mod.load(data_path, run.max_train_samples, n_test)
+        return inhibition_tables(net, run, splits.x_test, ds, samples, quantile)
     finally:
         ds.close()
-    splits = data_mod.load(data_path, run.max_train_samples, n_test)
-    inp = network_input(run, splits.x_test[torch.as_tensor(mask)], labels)
+
+
+def inhibition_tables(net, run, x_test: torch.Tensor, ds, samples, quantile):
+    """:func:`run_inhibition` on a network, its test images and its activations."""
+    keys = run_keys(ds)
+    mask = sample_mask(ds, samples)
+    label_input = ds.attrs.get("label_input", run.label_input)
+    coord = {"true_label": "label", "predicted_label": "prediction"}
+    labels = ds[coord[label_input]].values[mask] if label_input in coord else None
+    inp = network_input(run, x_test[torch.as_tensor(mask)], labels)
     normalized = run.algorithm != "bp" and run.input_normalization == "l2"
     rows, unit_rows = [], []
     for i, layer in enumerate(net.layers):
