@@ -35,9 +35,9 @@ def test_welch_matches_scipy_and_effect_size():
 def test_summarise_and_compare_per_layer():
     rng = np.random.default_rng(0)
     rows = [
-        {"algorithm": a, "layer": l, "seed": s, "hoyer": base + rng.normal(0, 0.01)}
+        {"algorithm": a, "layer": layer, "seed": s, "hoyer": base + rng.normal(0, 0.01)}
         for a, base in (("ff", 0.8), ("bp", 0.3), ("bp_ff", 0.7))
-        for l in (1, 2)
+        for layer in (1, 2)
         for s in range(5)
     ]
     frame = pd.DataFrame(rows)

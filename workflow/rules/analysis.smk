@@ -1,25 +1,3 @@
-ANALYSIS = config["analysis"]
-ENSEMBLE_TABLES = ["sizes", "overlap", "units", "layers"]
-
-
-def runs_of(dataset, algorithm=None):
-    """The grid's runs of ``dataset`` (and ``algorithm``), as wildcard values."""
-    return [
-        dict(dataset=d, algorithm=a, architecture=arch, seed=s)
-        for d, a, arch, s in RUNS
-        if d == dataset and algorithm in (None, a)
-    ]
-
-
-def bp_activations(wildcards):
-    return [
-        "results/activations/{dataset}/{algorithm}/{architecture}/seed{seed}.nc".format(
-            **r
-        )
-        for r in runs_of(wildcards.dataset, "bp")
-    ]
-
-
 rule sparsity:
     input:
         rules.activations.output,
@@ -73,11 +51,11 @@ rule ensembles:
         f"logs/ensembles/{RUN}.log",
     conda:
         "../../environment.yml"
+    resources:
+        mem_mb=4000,
     params:
         factor=ANALYSIS["ensemble_factor"],
         samples=ANALYSIS["samples"],
-    resources:
-        mem_mb=4000,
     shell:
         "ffrep ensembles --activations {input:q} --factor {params.factor}"
         " --samples {params.samples} --out-sizes {output.sizes:q}"
@@ -150,11 +128,11 @@ rule inhibition:
         f"logs/inhibition/{RUN}.log",
     conda:
         "../../environment.yml"
+    resources:
+        mem_mb=4000,
     params:
         samples=ANALYSIS["samples"],
         quantile=ANALYSIS["inhibition_reference_quantile"],
-    resources:
-        mem_mb=4000,
     shell:
         "ffrep inhibition --model {input.model:q} --data {input.data:q}"
         " --activations {input.activations:q} --samples {params.samples}"

@@ -51,17 +51,6 @@ rule class_means_figure:
         " > {log:q} 2>&1"
 
 
-def first_seed_tables(wildcards, name):
-    """Per-run table ``name`` of the first seed of each algorithm."""
-    seed = min(config["grid"]["seeds"])
-    return [
-        f"results/tables/runs/{wildcards.dataset}/{a}/{wildcards.architecture}"
-        f"/seed{seed}/{name}"
-        for a in config["grid"]["algorithms"]
-    ]
-
-
-
 rule hoyer_by_class_figure:
     input:
         rules.sparsity_tables.output.classes,
@@ -70,7 +59,11 @@ rule hoyer_by_class_figure:
             f"{FIGURE_DIR}/hoyer_by_class/{{dataset}}/{{architecture}}.png",
             caption="../report/hoyer_by_class.rst",
             category="Sparseness",
-            labels={"figure": "hoyer_by_class", "dataset": "{dataset}", "architecture": "{architecture}"},
+            labels={
+                "figure": "hoyer_by_class",
+                "dataset": "{dataset}",
+                "architecture": "{architecture}",
+            },
         ),
         pdf=f"{FIGURE_DIR}/hoyer_by_class/{{dataset}}/{{architecture}}.pdf",
     log:
@@ -91,7 +84,11 @@ rule ensemble_sizes_figure:
             f"{FIGURE_DIR}/ensemble_sizes/{{dataset}}/{{architecture}}.png",
             caption="../report/ensemble_sizes.rst",
             category="Ensembles",
-            labels={"figure": "ensemble_sizes", "dataset": "{dataset}", "architecture": "{architecture}"},
+            labels={
+                "figure": "ensemble_sizes",
+                "dataset": "{dataset}",
+                "architecture": "{architecture}",
+            },
         ),
         pdf=f"{FIGURE_DIR}/ensemble_sizes/{{dataset}}/{{architecture}}.pdf",
     log:
@@ -112,7 +109,11 @@ rule overlap_figure:
             f"{FIGURE_DIR}/overlap/{{dataset}}/{{architecture}}.png",
             caption="../report/overlap.rst",
             category="Ensembles",
-            labels={"figure": "overlap", "dataset": "{dataset}", "architecture": "{architecture}"},
+            labels={
+                "figure": "overlap",
+                "dataset": "{dataset}",
+                "architecture": "{architecture}",
+            },
         ),
         pdf=f"{FIGURE_DIR}/overlap/{{dataset}}/{{architecture}}.pdf",
     log:
@@ -133,7 +134,11 @@ rule sparseness_accuracy_figure:
             f"{FIGURE_DIR}/sparseness_accuracy/{{dataset}}/{{architecture}}.png",
             caption="../report/sparseness_accuracy.rst",
             category="Sparseness",
-            labels={"figure": "sparseness_accuracy", "dataset": "{dataset}", "architecture": "{architecture}"},
+            labels={
+                "figure": "sparseness_accuracy",
+                "dataset": "{dataset}",
+                "architecture": "{architecture}",
+            },
         ),
         pdf=f"{FIGURE_DIR}/sparseness_accuracy/{{dataset}}/{{architecture}}.pdf",
     log:
@@ -154,7 +159,11 @@ rule unit_measures_figure:
             f"{FIGURE_DIR}/unit_measures/{{dataset}}/{{architecture}}.png",
             caption="../report/unit_measures.rst",
             category="Sparseness",
-            labels={"figure": "unit_measures", "dataset": "{dataset}", "architecture": "{architecture}"},
+            labels={
+                "figure": "unit_measures",
+                "dataset": "{dataset}",
+                "architecture": "{architecture}",
+            },
         ),
         pdf=f"{FIGURE_DIR}/unit_measures/{{dataset}}/{{architecture}}.pdf",
     log:
@@ -177,7 +186,11 @@ rule mixed_selectivity_figure:
             f"{FIGURE_DIR}/mixed_selectivity/{{dataset}}/{{architecture}}.png",
             caption="../report/mixed_selectivity.rst",
             category="Mixed selectivity",
-            labels={"figure": "mixed_selectivity", "dataset": "{dataset}", "architecture": "{architecture}"},
+            labels={
+                "figure": "mixed_selectivity",
+                "dataset": "{dataset}",
+                "architecture": "{architecture}",
+            },
         ),
         pdf=f"{FIGURE_DIR}/mixed_selectivity/{{dataset}}/{{architecture}}.pdf",
     log:
@@ -199,7 +212,11 @@ rule inhibition_figure:
             f"{FIGURE_DIR}/inhibition/{{dataset}}/{{architecture}}.png",
             caption="../report/inhibition.rst",
             category="Inhibition",
-            labels={"figure": "inhibition", "dataset": "{dataset}", "architecture": "{architecture}"},
+            labels={
+                "figure": "inhibition",
+                "dataset": "{dataset}",
+                "architecture": "{architecture}",
+            },
         ),
         pdf=f"{FIGURE_DIR}/inhibition/{{dataset}}/{{architecture}}.pdf",
     log:
@@ -221,7 +238,11 @@ rule unseen_figure:
             f"{FIGURE_DIR}/unseen/{{dataset}}/{{architecture}}.png",
             caption="../report/unseen.rst",
             category="Unseen categories",
-            labels={"figure": "unseen", "dataset": "{dataset}", "architecture": "{architecture}"},
+            labels={
+                "figure": "unseen",
+                "dataset": "{dataset}",
+                "architecture": "{architecture}",
+            },
         ),
         pdf=f"{FIGURE_DIR}/unseen/{{dataset}}/{{architecture}}.pdf",
     log:

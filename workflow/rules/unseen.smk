@@ -1,33 +1,6 @@
 # The held-out variant of the grid: runs trained without the classes of
 # analysis.unseen.held_out_classes, under results/unseen/, analysed for
 # ensembles of the unseen categories.
-from ffrep.unseen import unseen_problems, unseen_run
-
-UNSEEN = config["analysis"]["unseen"]
-_problems = unseen_problems(config)
-if _problems:
-    raise WorkflowError("invalid config:\n  " + "\n  ".join(_problems))
-UNSEEN_ALGORITHMS = UNSEEN["algorithms"] or config["grid"]["algorithms"]
-UNSEEN_RUNS = [r for r in RUNS if UNSEEN["held_out_classes"] and r[1] in UNSEEN_ALGORITHMS]
-
-
-def expand_unseen(pattern):
-    """``pattern`` filled in for every run of the held-out variant."""
-    return [
-        pattern.format(dataset=d, algorithm=a, architecture=arch, seed=s)
-        for d, a, arch, s in UNSEEN_RUNS
-    ]
-
-
-def unseen_run_config(wildcards):
-    run = unseen_run(
-        config,
-        wildcards.dataset,
-        wildcards.algorithm,
-        wildcards.architecture,
-        int(wildcards.seed),
-    )
-    return run.to_json()
 
 
 rule unseen_train:
