@@ -63,8 +63,19 @@ def child(report: str, argv: list[str]) -> None:
     from ffrep.cli import main as ffrep_main
 
     rc = ffrep_main(argv)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    Path(report).write_text(json.dumps({"rc": rc, "peak_rss_mb": peak_kb / 1024}))
+    Path(report).write_text(json.dumps({"rc": rc, "peak_rss_mb": peak_rss_mb()}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory since its last exec (VmHWM).
+
+    ``getrusage``'s ``ru_maxrss`` would not do: it carries over the parent's
+    peak through fork and exec.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measure(argv: list[str], folder: Path) -> dict:
@@ -88,7 +99,8 @@ def main(folder: str) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     nc = out / "svhn_ff_paper_seed0.nc"
     t0 = time.perf_counter()
-    synthetic_file(nc)
+    if not nc.exists():
+        synthetic_file(nc)
     log.info(
         "wrote %s (%.0f MB) in %.0f s",
         nc,

@@ -506,7 +506,9 @@ def unseen_categories(classes_table, layers_table, dataset, architecture, output
         axes[2].set_ylim(0, 1)
         axes[2].set_title("nearest-ensemble accuracy, held-out")
         axes[2].legend(frameon=False, fontsize=6)
-        label_input = ", ".join(sorted(set(classes.label_input.astype(str))))
+        # BP sees the raw image: no label input to report
+        ff_like = classes[classes.algorithm != "bp"]
+        label_input = ", ".join(sorted(set(ff_like.label_input.astype(str)))) or "none"
         held_names = ", ".join(
             classes[classes.held_out].class_name.drop_duplicates().astype(str)
         )
