@@ -58,11 +58,35 @@ def synthetic_file(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def synthetic_inhibition(nc: str) -> int:
+    """The inhibition analysis of an untrained FF network of SVHN's size on
+    random test images, against the synthetic file's labels."""
+    import torch
+
+    from ffrep.activations import open_activations
+    from ffrep.config import RunConfig
+    from ffrep.datasets import DATASETS
+    from ffrep.inhibition import inhibition_tables
+    from ffrep.models import build_model
+
+    torch.manual_seed(0)
+    ds = open_activations(nc)
+    run = RunConfig.from_json(ds.attrs["config"])
+    net = build_model("ff", DATASETS["svhn"], run)
+    x_test = torch.randn(N_SAMPLES, DATASETS["svhn"].n_inputs)
+    layers, _ = inhibition_tables(net, run, x_test, ds, "correct", 0.5)
+    log.info("inhibition: %s", layers.active_fraction.round(3).tolist())
+    return 0
+
+
 def child(report: str, argv: list[str]) -> None:
     """Run one ``ffrep`` command in this process and record its peak RSS."""
     from ffrep.cli import main as ffrep_main
 
-    rc = ffrep_main(argv)
+    if argv[0] == "inhibition-synthetic":
+        rc = synthetic_inhibition(argv[1])
+    else:
+        rc = ffrep_main(argv)
     Path(report).write_text(json.dumps({"rc": rc, "peak_rss_mb": peak_rss_mb()}))
 
 
@@ -108,6 +132,7 @@ def main(folder: str) -> list[dict]:
         time.perf_counter() - t0,
     )
     steps = [
+        # each in a fresh process: its peak memory is its own
         [
             "sparsity",
             "--activations",
@@ -144,6 +169,7 @@ def main(folder: str) -> list[dict]:
             str(out / "class_means.png"),
         ],
         ["wall", "--activations", str(nc), "--out", str(out / "wall.png")],
+        ["inhibition-synthetic", str(nc)],
     ]
     results = [measure(s, out) for s in steps]
     for r in results:

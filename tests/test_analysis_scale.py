@@ -16,7 +16,7 @@ def test_svhn_sized_analysis_fits_the_budget(tmp_path):
         [sys.executable, str(HERE / "scale_analysis.py"), str(tmp_path)], check=True
     )
     results = json.loads((tmp_path / "scale.json").read_text())
-    assert len(results) == 5
+    assert len(results) == 6
     for step in results:
         assert step["rc"] == 0, step
         assert step["peak_rss_mb"] < 4096, step

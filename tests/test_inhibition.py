@@ -24,8 +24,9 @@ def test_layer_drives_of_a_constructed_layer():
     # unit 0 fires at E = 2 and 1 (median 1.5); on sample 1 E = 2 >= 1.5
     np.testing.assert_array_equal(d["inhibited"][:, 0], [False, True, False])
     assert d["underdriven"][:, 1].all()
-    # without the bias unit 1's weight drive is 0: not silenced by the bias
-    np.testing.assert_allclose(d["weight_drive"][:, 1], 0)
+    # unit 1's weight drive is 0: silent, but not by the bias alone
+    assert not d["by_bias"].any()
+    np.testing.assert_array_equal(d["silent"][:, 1], True)
 
 
 def test_normalisation_counterfactual():
@@ -33,8 +34,12 @@ def test_normalisation_counterfactual():
     b = np.array([-0.5], dtype=np.float32)
     x = np.array([[3.0, 4.0]], dtype=np.float32)  # norm 5
     d = layer_drives(x, w, b, normalized=True)
-    assert d["pre"][0, 0] == pytest.approx(3 / 5 - 0.5)
-    assert d["pre_other"][0, 0] == pytest.approx(3 - 0.5)
+    # normalised: 3/5 - 0.5 > 0 active; raw: 3 - 0.5, active as well
+    assert d["exc"][0, 0] + d["inh"][0, 0] == pytest.approx(3 / 5 - 0.5)
+    assert d["active_other"][0, 0]
+    d = layer_drives(x, w, np.array([-1.0], np.float32), normalized=True)
+    # 3/5 - 1 < 0: silenced by the bias, which the raw input would overcome
+    assert d["by_bias"][0, 0] and d["active_other"][0, 0]
     assert d["input_norm"][0] == pytest.approx(5)
 
 

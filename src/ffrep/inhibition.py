@@ -49,32 +49,37 @@ def network_input(run, x: torch.Tensor, labels) -> np.ndarray:
 def layer_drives(inp: np.ndarray, weight, bias, normalized: bool, quantile=0.5):
     """Drives of one layer on its (un-normalised) input ``inp``.
 
-    Returns a dict of per-sample-and-unit arrays: ``exc``, ``inh``, ``pre``
-    (the pre-activation), ``weight_drive`` (``pre`` minus the bias),
-    ``inhibited``, ``underdriven``, and ``pre_other``: the pre-activation the
-    same weights would give under the other choice of input normalisation
-    (raw input for a normalising network, unit-norm input for BP).
+    Returns a dict of (samples, units) arrays: ``exc`` and ``inh`` (float32);
+    the booleans ``silent``, ``inhibited`` and ``underdriven`` (see
+    :func:`ffrep.metrics.silence_causes`), ``by_bias`` (silent although the
+    weight drive alone is positive) and ``active_other``: active under the
+    other choice of input normalisation (raw input for a normalising network,
+    unit-norm input for BP); and ``input_norm`` (samples,).
     """
     norm = _norm(inp)
-    x = inp / norm if normalized else inp
-    exc = np.empty((x.shape[0], weight.shape[0]), dtype=np.float32)
+    n, units = inp.shape[0], weight.shape[0]
+    exc = np.empty((n, units), dtype=np.float32)
     inh = np.empty_like(exc)
-    for start in range(0, x.shape[0], CHUNK):
+    by_bias = np.empty((n, units), dtype=bool)
+    active_other = np.empty_like(by_bias)
+    for start in range(0, n, CHUNK):
         sl = slice(start, start + CHUNK)
-        exc[sl], inh[sl] = drive_split(x[sl], weight, bias)
-    pre = exc + inh
-    wdrive = pre - bias[None, :]
-    other = wdrive * norm if normalized else wdrive / norm
+        x = inp[sl] / norm[sl] if normalized else inp[sl]
+        exc[sl], inh[sl] = drive_split(x, weight, bias)
+        wdrive = exc[sl] + inh[sl] - bias[None, :]
+        by_bias[sl] = (wdrive > 0) & (wdrive + bias[None, :] <= 0)
+        scale = norm[sl] if normalized else 1 / norm[sl]
+        active_other[sl] = wdrive * scale + bias[None, :] > 0
     ref = reference_excitation(exc, inh, quantile)
     inhibited, underdriven = silence_causes(exc, inh, ref)
     return {
         "exc": exc,
         "inh": inh,
-        "pre": pre,
-        "weight_drive": wdrive,
+        "silent": inhibited | underdriven,
         "inhibited": inhibited,
         "underdriven": underdriven,
-        "pre_other": other + bias[None, :],
+        "by_bias": by_bias,
+        "active_other": active_other,
         "input_norm": norm[:, 0],
     }
 
@@ -115,7 +120,7 @@ def inhibition_tables(net, run, x_test: torch.Tensor, ds, samples, quantile):
         w = layer.weight.detach().numpy()
         b = layer.bias.detach().numpy()
         d = layer_drives(inp, w, b, normalized, quantile)
-        silent = d["pre"] <= 0
+        silent = d["silent"]
         base = {**keys, "layer": i + 1, "n_units": w.shape[0]}
         rows.append(
             {
@@ -136,12 +141,8 @@ def inhibition_tables(net, run, x_test: torch.Tensor, ds, samples, quantile):
                 "inhibited_share_of_silent": float(
                     d["inhibited"].sum() / max(silent.sum(), 1)
                 ),
-                "silenced_by_bias_fraction": float(
-                    (silent & (d["weight_drive"] > 0)).mean()
-                ),
-                "active_fraction_other_normalization": float(
-                    (d["pre_other"] > 0).mean()
-                ),
+                "silenced_by_bias_fraction": float(d["by_bias"].mean()),
+                "active_fraction_other_normalization": float(d["active_other"].mean()),
                 "input_norm_mean": float(d["input_norm"].mean()),
             }
         )
@@ -161,7 +162,7 @@ def inhibition_tables(net, run, x_test: torch.Tensor, ds, samples, quantile):
             )
         )
         # the next layer's input: this layer's post-ReLU activation
-        inp = np.maximum(d["pre"], 0)
+        inp = np.maximum(d["exc"] + d["inh"], 0)
         del d
     return pd.DataFrame(rows), pd.concat(unit_rows, ignore_index=True)
 

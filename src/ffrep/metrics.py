@@ -239,11 +239,16 @@ def reference_excitation(
 ) -> np.ndarray:
     """Per unit, the ``quantile`` of ``E`` over samples where the unit is active
     (``E + I > 0``); NaN for a unit never active."""
-    active = exc + inh > 0
-    masked = np.where(active, exc, np.nan)
-    out = np.full(masked.shape[1], np.nan)
-    ever = active.any(0)
-    out[ever] = np.nanquantile(masked[:, ever], quantile, axis=0)
+    out = np.full(exc.shape[1], np.nan)
+    # a few units at a time: nanquantile copies what it is given
+    for start in range(0, exc.shape[1], 256):
+        cols = slice(start, start + 256)
+        active = exc[:, cols] + inh[:, cols] > 0
+        ever = active.any(0)
+        masked = np.where(active, exc[:, cols], np.nan)[:, ever]
+        block = out[cols]
+        block[ever] = np.nanquantile(masked, quantile, axis=0)
+        out[cols] = block
     return out
 
 
