@@ -15,9 +15,14 @@ FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
 def snakemake(workdir: Path, *args) -> str:
-    cmd = [sys.executable, "-m", "snakemake", "-c2", "--configfile", "config/test.yaml"]
+    # targets before --configfile, which takes every word after it
+    cmd = [sys.executable, "-m", "snakemake", *args, "-c2"]
     out = subprocess.run(
-        [*cmd, *args], cwd=workdir, capture_output=True, text=True, check=True
+        [*cmd, "--configfile", "config/test.yaml"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return out.stdout + out.stderr
 
