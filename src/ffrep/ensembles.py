@@ -102,7 +102,7 @@ def run_ensembles(
                             "jaccard": float(jac[i, j]),
                         }
                     )
-            sel, life, member = selectivity(means), lifetime_sparseness(x), None
+            sel, life = selectivity(means), lifetime_sparseness(x)
             member = memberships(members)
             preferred = np.where(
                 np.isnan(means).all(0),

@@ -51,7 +51,8 @@ def save(fig, outputs: list[str | Path]) -> None:
     """Save ``fig`` to every path (PNG, PDF) through temporary names."""
     for out in outputs:
         out = Path(out)
-        with atomic_path(out) as tmp:
+        # the style's savefig settings apply wherever the figure was drawn
+        with style(), atomic_path(out) as tmp:
             fig.savefig(tmp, format=out.suffix.lstrip("."))
     plt.close(fig)
 
@@ -147,7 +148,7 @@ def grouped_bars(ax, frame, value: str, groups: list, group_labels, by: str):
     ax.set_xticks(np.arange(len(groups)), group_labels, rotation=60, ha="right")
 
 
-def per_class_bars(table, dataset, architecture, value, ylabel, title, outputs):
+def per_class_bars(table, dataset, architecture, value, ylabel, title):
     """One panel per layer: ``value`` per class and algorithm, mean ± 95 % CI."""
     frame = _select(pd.read_csv(table), dataset, architecture)
     classes = list(DATASETS[dataset].classes)
@@ -174,7 +175,6 @@ def hoyer_by_class(table, dataset: str, architecture: str, outputs) -> None:
         "hoyer",
         "Hoyer sparseness",
         "sparseness per class",
-        outputs,
     )
     for ax in fig.axes:
         ax.set_ylim(0, 1)
@@ -190,7 +190,6 @@ def ensemble_sizes(table, dataset: str, architecture: str, outputs) -> None:
         "ensemble_size",
         "ensemble size (units)",
         "category ensembles",
-        outputs,
     )
     save(fig, outputs)
 
