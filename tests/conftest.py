@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import gzip
+import os
+import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +98,46 @@ def small_run(algorithm: str, **overrides) -> RunConfig:
         **overrides,
     }
     return RunConfig(**fields)
+
+
+# --- the whole workflow ------------------------------------------------------
+
+
+def copy_workflow(dest: Path) -> Path:
+    """A scratch copy of the workflow, to run Snakemake in."""
+    for name in ("Snakefile", "workflow", "config", "environment.yml"):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name)
+        else:
+            shutil.copy(src, dest / name)
+    return dest
+
+
+def snakemake(workdir: Path, *args, check=True) -> subprocess.CompletedProcess:
+    """Run the real Snakemake command line in ``workdir``."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(result.stdout[-4000:] + result.stderr[-4000:])
+    return result
+
+
+@pytest.fixture(scope="session")
+def tiny_workflow(tmp_path_factory) -> tuple[Path, list[str]]:
+    """The workflow run to completion on config/test.yaml; returns the folder
+    and the arguments that select its config."""
+    work = copy_workflow(tmp_path_factory.mktemp("workflow"))
+    args = ["--configfile", "config/test.yaml"]
+    if not FASHION_MNIST.is_dir():
+        raw = write_idx(work / "fake-raw", n_train=60_000, n_test=10_000)
+        args += ["--config", f"data={{local_raw: {{fashion_mnist: {raw}}}}}"]
+    snakemake(work, "all", "-c2", *args)
+    return work, args

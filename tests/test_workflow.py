@@ -1,44 +1,11 @@
 """The whole workflow through the real Snakemake command line."""
 
-import os
 import re
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
-import pytest
 import xarray as xr
 
-from conftest import FASHION_MNIST, REPO, write_idx
-
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-
-
-def copy_workflow(dest: Path) -> Path:
-    for name in ("Snakefile", "workflow", "config", "environment.yml"):
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name)
-        else:
-            shutil.copy(src, dest / name)
-    return dest
-
-
-def snakemake(workdir: Path, *args, check=True):
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    result = subprocess.run(
-        [*SNAKEMAKE, *args],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(result.stdout[-4000:] + result.stderr[-4000:])
-    return result
+from conftest import copy_workflow, snakemake
 
 
 def test_default_config_plans_the_paper_grid_without_data(tmp_path):
@@ -50,19 +17,8 @@ def test_default_config_plans_the_paper_grid_without_data(tmp_path):
     assert not (work / "resources").exists() and not (work / "results").exists()
 
 
-@pytest.fixture(scope="module")
-def tiny_workflow(tmp_path_factory):
-    work = copy_workflow(tmp_path_factory.mktemp("workflow"))
-    extra = []
-    if not FASHION_MNIST.is_dir():
-        raw = write_idx(work / "fake-raw", n_train=60_000, n_test=10_000)
-        extra = ["--config", f"data={{local_raw: {{fashion_mnist: {raw}}}}}"]
-    snakemake(work, "-c2", "--configfile", "config/test.yaml", *extra)
-    return work
-
-
 def test_tiny_config_runs_end_to_end(tiny_workflow):
-    work = tiny_workflow
+    work, _ = tiny_workflow
     table = pd.read_csv(work / "results/tables/sparsity.csv")
     for column in (
         "dataset",
@@ -97,5 +53,6 @@ def test_tiny_config_runs_end_to_end(tiny_workflow):
 
 
 def test_second_run_has_nothing_to_do(tiny_workflow):
-    out = snakemake(tiny_workflow, "-n", "--configfile", "config/test.yaml")
+    work, args = tiny_workflow
+    out = snakemake(work, "-n", *args)
     assert "Nothing to be done" in out.stdout + out.stderr

@@ -107,6 +107,7 @@ def cmd_tables(args) -> None:
         args.out_classes,
         args.out_summary,
         args.out_class_summary,
+        args.out_tests,
     )
 
 
@@ -130,13 +131,14 @@ def cmd_summary(args) -> None:
     cols = ["dataset", "architecture", "algorithm", "layer", "n_seeds"]
     shown = frame[cols].copy()
     for name in ("accuracy", "hoyer", "active_fraction"):
+        mean, low, high = (frame[f"{name}_{s}"] for s in ("mean", "ci_low", "ci_high"))
         shown[name] = [
-            f"{m:.3f} ± {s:.3f}" if s == s else f"{m:.3f}"
-            for m, s in zip(frame[f"{name}_mean"], frame[f"{name}_std"], strict=True)
+            f"{m:.3f} [{lo:.3f}, {hi:.3f}]" if hi == hi else f"{m:.3f}"
+            for m, lo, hi in zip(mean, low, high, strict=True)
         ]
     results = table.parent.parent
     lines = [
-        "Sparsity of each hidden layer, mean ± std over seeds:",
+        "Sparsity of each hidden layer, mean [95% interval] over seeds:",
         shown.to_string(index=False),
         "",
         f"tables:  {results / 'tables'}",
@@ -210,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-classes", required=True)
     p.add_argument("--out-summary", required=True)
     p.add_argument("--out-class-summary", required=True)
+    p.add_argument("--out-tests", help="FF against BP and BP/FF, per layer")
     p.set_defaults(func=cmd_tables)
 
     p = sub.add_parser("wall", help="activation wall figure of one run")
@@ -229,6 +232,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("summary", help="print the sparsity summary of a workflow run")
     p.add_argument("table", help="results/tables/sparsity_summary.csv")
     p.set_defaults(func=cmd_summary)
+
+    from ffrep.analysis_cli import register
+
+    register(sub)
 
     p = sub.add_parser("check-config", help="validate a config file")
     p.add_argument("config")

@@ -1,0 +1,65 @@
+"""Every analysis figure draws from constructed tables and activation files."""
+
+import pandas as pd
+import pytest
+from analysis_data import write_file
+
+from ffrep import figures
+from ffrep.analysis import write_ensemble_tables
+from ffrep.ensembles import run_ensembles
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("figures")
+    per_run = {name: [] for name in ("sizes", "overlap", "units", "layers")}
+    files = []
+    for algorithm in ("ff", "bp_ff", "bp"):
+        for seed in (0, 1):
+            nc = write_file(tmp / f"{algorithm}{seed}.nc", algorithm, seed)
+            files.append(nc)
+            for name, frame in run_ensembles(nc).items():
+                path = tmp / f"{algorithm}{seed}_{name}.csv"
+                frame.to_csv(path, index=False)
+                per_run[name].append(path)
+    outputs = {n: tmp / f"ensemble_{n}.csv" for n in per_run} | {
+        "tests": tmp / "tests.csv"
+    }
+    write_ensemble_tables(per_run, outputs)
+    pairs = pd.read_csv(outputs["overlap"])[["dataset", "label_a", "label_b"]]
+    sim = pairs.drop_duplicates().assign(
+        image_correlation=lambda f: (f.label_a == f.label_b) * 1.0, bp_confusion=0.0
+    )
+    sim.to_csv(tmp / "similarity.csv", index=False)
+    return tmp, outputs, files
+
+
+@pytest.mark.parametrize(
+    ("draw", "table"),
+    [
+        (figures.ensemble_sizes, "sizes"),
+        (figures.overlap_heatmap, "overlap"),
+        (figures.unit_measures, "layers"),
+    ],
+)
+def test_table_figures(tables, draw, table):
+    tmp, outputs, _ = tables
+    out = tmp / f"{table}.png"
+    draw(outputs[table], "fashion_mnist", "tiny", [out, tmp / f"{table}.pdf"])
+    assert out.stat().st_size > 10_000 and (tmp / f"{table}.pdf").exists()
+
+
+def test_mixed_selectivity_and_class_means(tables):
+    tmp, outputs, files = tables
+    out = tmp / "mixed.png"
+    figures.mixed_selectivity(
+        outputs["layers"],
+        outputs["overlap"],
+        tmp / "similarity.csv",
+        "fashion_mnist",
+        "tiny",
+        [out],
+    )
+    assert out.stat().st_size > 10_000
+    figures.class_mean_units(files[0], [tmp / "means.png"], 2.0)
+    assert (tmp / "means.png").stat().st_size > 10_000
