@@ -206,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config file")
     p.add_argument("config")
     p.set_defaults(func=cmd_check_config)
+
+    from ffrep.slurm.cli import add_subcommands
+
+    add_subcommands(sub)
     return parser
 
 
