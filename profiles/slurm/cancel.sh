@@ -1,3 +1,3 @@
 #!/bin/sh
 # Snakemake's cancel command: one executable, the SLURM job ids as arguments.
-exec ffrep slurm-cancel "$@"
+exec python -m ffrep.slurm slurm-cancel "$@"
