@@ -86,7 +86,7 @@ MpiDefault=none
 ReturnToService=2
 KillWait=5
 MinJobAge=300
-NodeName={node} NodeHostname={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=16000
+NodeName={node} NodeHostname={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=100000
 PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP
 """
 
