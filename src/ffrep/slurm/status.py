@@ -57,6 +57,9 @@ def _query(command: list[str]) -> str | None:
     return out.stdout
 
 
+# TODO(per-job queries): cluster-generic asks for one job at a time, so a large
+# grid costs one squeue per job per round; a short-lived cache of one squeue
+# for all jobs would spare the controller.
 def scheduler_state(job_id: str) -> str | None:
     """The job's state from ``squeue``, else ``scontrol``; ``None`` if neither
     knows it (job purged, or the controller does not answer)."""
@@ -78,7 +81,7 @@ def submitit_outcome(record: JobRecord | None) -> str | None:
     try:
         with open(record.result_pickle, "rb") as f:
             outcome = pickle.load(f)[0]
-    except Exception as err:  # a half-copied or foreign file: no answer
+    except (OSError, EOFError, IndexError, pickle.UnpicklingError) as err:
         log.warning("unreadable %s: %s", record.result_pickle, err)
         return None
     return SUCCESS if outcome == "success" else FAILED
