@@ -51,5 +51,18 @@ def submit(
             submitted_at=time.time(),
         )
     )
+    link_rule_logs(spec.logs, log_file)
     log.info("%s: SLURM job %s, log %s", spec.rule, job.job_id, log_file)
     return job.job_id
+
+
+def link_rule_logs(rule_logs, slurm_log: Path) -> None:
+    """``NAME.slurm.log`` beside each ``NAME.log`` of the rule: a relative link
+    to the log of the job's latest SLURM attempt, kept when a job is killed."""
+    for rule_log in map(Path, rule_logs):
+        link = rule_log.with_name(f"{rule_log.stem}.slurm{rule_log.suffix}")
+        link.parent.mkdir(parents=True, exist_ok=True)
+        tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(os.path.relpath(slurm_log, link.parent))
+        os.replace(tmp, link)
