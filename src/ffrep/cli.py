@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -50,14 +51,17 @@ def cmd_train(args) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+    from ffrep.gpu_slot import gpu_slot
+
     out = Path(args.out_dir) / run.run_id
-    train_run(
-        run,
-        data_path=args.data,
-        model_out=args.model or out / "model.pt",
-        metrics_out=args.metrics or out / "metrics.json",
-        checkpoint=args.checkpoint or out / "checkpoint.pt",
-    )
+    with gpu_slot() if run.device != "cpu" else contextlib.nullcontext():
+        train_run(
+            run,
+            data_path=args.data,
+            model_out=args.model or out / "model.pt",
+            metrics_out=args.metrics or out / "metrics.json",
+            checkpoint=args.checkpoint or out / "checkpoint.pt",
+        )
 
 
 def cmd_prepare_data(args) -> None:
@@ -240,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config file")
     p.add_argument("config")
     p.set_defaults(func=cmd_check_config)
+
+    from ffrep.slurm.cli import add_subcommands
+
+    add_subcommands(sub)
     return parser
 
 

@@ -11,7 +11,8 @@ rule activations:
     threads: 2
     resources:
         mem_mb=8000,
-        runtime=60,
+        runtime=lambda wildcards, attempt: 60 * attempt,
+        gpu=0 if config["training"]["device"] == "cpu" else 1,
     shell:
         "ffrep activations --model {input.model:q} --data {input.data:q}"
         " --out {output:q} > {log:q} 2>&1"

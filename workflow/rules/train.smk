@@ -11,7 +11,9 @@ rule train:
     threads: 2
     resources:
         mem_mb=8000,
-        runtime=240,
+        # minutes; a retry resumes from the checkpoint, with more time
+        runtime=lambda wildcards, attempt: 240 * attempt,
+        gpu=0 if config["training"]["device"] == "cpu" else 1,
     params:
         run=run_config,
         # outside the outputs: Snakemake deletes those when a job fails

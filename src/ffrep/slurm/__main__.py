@@ -1,0 +1,5 @@
+import sys
+
+from ffrep.slurm.cli import main
+
+sys.exit(main())
