@@ -129,6 +129,34 @@ def cmd_check_config(args) -> None:
     log.info("%s is valid: %d training runs", args.config, len(grid_runs(config)))
 
 
+def cmd_bench(args) -> None:
+    from ffrep.bench import format_table, run_benchmark
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    table = run_benchmark(args.quick, args.data, args.device, args.svhn)
+    sys.stdout.write(format_table(table) + "\n")
+    if args.csv:
+        from ffrep.io import write_csv
+
+        write_csv(args.csv, table)
+
+
+def cmd_plan(args) -> None:
+    from ffrep.config import load_config
+    from ffrep.plan import cpu_jobs, plan
+
+    config = load_config(args.config)
+    table = plan(config, args.gpu, args.efficiency, args.step_overhead_s)
+    sys.stdout.write(table.to_string(index=False, float_format="{:.3g}".format))
+    sys.stdout.write(
+        f"\n\ntotal: {table['gpu_hours'].sum():.3g} GPU-hours on {args.gpu}\n\n"
+    )
+    sys.stdout.write(cpu_jobs(config).to_string(index=False) + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ffrep.datasets import DATASETS
 
@@ -202,6 +230,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--architecture", required=True)
     p.add_argument("--out", nargs="+", required=True)
     p.set_defaults(func=cmd_hoyer_by_class)
+
+    p = sub.add_parser("bench", help="time training, prediction, I/O and analysis")
+    p.add_argument("--quick", action="store_true", help="small sizes, seconds")
+    p.add_argument("--data", help="a prepared dataset file (default: synthetic)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--svhn", action="store_true", help="add the SVHN-size cases")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--csv", help="also write the table here")
+    p.set_defaults(func=cmd_bench)
+
+    from ffrep.plan import EFFICIENCY, GPUS, STEP_OVERHEAD_S
+
+    p = sub.add_parser("plan", help="jobs, FLOPs and predicted GPU time of a config")
+    p.add_argument("--config", default="config/config.yaml")
+    p.add_argument("--gpu", default="h100", choices=sorted(GPUS))
+    p.add_argument("--efficiency", type=float, default=EFFICIENCY)
+    p.add_argument("--step-overhead-s", type=float, default=STEP_OVERHEAD_S)
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("check-config", help="validate a config file")
     p.add_argument("config")

@@ -180,6 +180,7 @@ class RunConfig:
     deterministic: bool = True
     num_threads: int | None = None
     checkpoint_every_epochs: int = 10
+    precision: str = "fp32"
     label_input: str = "true_label"
     compression_level: int = 4
 
@@ -229,6 +230,7 @@ def resolve_run(
         deterministic=training["deterministic"],
         num_threads=training["num_threads"],
         checkpoint_every_epochs=training["checkpoint_every_epochs"],
+        precision=training["precision"],
         label_input=config["activations"]["label_input"],
         compression_level=config["activations"]["compression_level"],
     )

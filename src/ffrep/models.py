@@ -43,6 +43,7 @@ class LabelOverlay:
         self.positions = (cols[:, None] + channels[None, :]).to(device)
         self.region = self.positions.reshape(-1)
         self.value = float(value)
+        self.n_inputs = c * h * w
 
     def to(self, device) -> LabelOverlay:
         self.positions = self.positions.to(device)
@@ -66,6 +67,58 @@ class LabelOverlay:
         """Spread the label value evenly over the ten positions."""
         x[:, self.region] = self.value / N_CLASSES
         return x
+
+    def label_matrix(self) -> torch.Tensor:
+        """(10, D): 1 at the flat positions that carry each class, else 0."""
+        m = torch.zeros(N_CLASSES, self.n_inputs, device=self.positions.device)
+        return m.scatter_(1, self.positions, 1.0)
+
+
+@torch.no_grad()
+def label_free_(
+    x: torch.Tensor, overlay: LabelOverlay, normalization: str, chunk: int = 8192
+) -> torch.Tensor:
+    """Rewrite ``x`` (N, D) in place as the label-free part of its normalised,
+    labelled copies and return each row's label scale (N,).
+
+    Every labelled copy of an image has the same length
+    ``s = sqrt(||x0||² + C v²)`` (x0: the image with its label region zeroed, C
+    channels, v the label value), so ``n(x with label c) = x0 / s + (v / s) e_c``
+    where ``e_c`` marks the positions of label c. ``x`` becomes ``x0 / s`` and
+    the returned scale is ``v / s`` (``v`` when there is no normalisation).
+    """
+    x[:, overlay.region] = 0
+    scale = x.new_full((x.shape[0],), overlay.value)
+    if normalization == "none":
+        return scale
+    label_sq = overlay.positions.shape[1] * overlay.value**2
+    for start in range(0, x.shape[0], chunk):
+        xb = x[start : start + chunk]
+        length = (xb.pow(2).sum(-1) + label_sq).sqrt().clamp_min(EPS)  # (B,)
+        xb.div_(length[:, None])
+        scale[start : start + chunk] = overlay.value / length
+    return scale
+
+
+def labelled_pre(
+    layer: nn.Linear,
+    label_matrix: torch.Tensor,
+    base: torch.Tensor,
+    scale: torch.Tensor,
+    labels: torch.Tensor,
+) -> torch.Tensor:
+    """First-layer pre-activations of labelled, normalised inputs from their
+    parts (see :func:`label_free_`): (R, D), (R,), (R,) -> (R, H).
+
+    The label enters as a column add, ``scale · W e_c``, instead of through
+    the product with the whole input.
+    """
+    # (10, H): each label's weight columns, summed over channels
+    label_rows = label_matrix @ layer.weight.T
+    onehot = F.one_hot(labels, N_CLASSES).to(label_rows.dtype) * scale[:, None]
+    return torch.addmm(
+        torch.addmm(layer.bias, base, layer.weight.T), onehot, label_rows
+    )
 
 
 def unit_normalize(x: torch.Tensor, kind: str) -> torch.Tensor:
