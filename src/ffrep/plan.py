@@ -78,7 +78,8 @@ def training_flops(run: RunConfig, n: int | None = None) -> float:
     for layer, (r, m) in enumerate(zip(rows, macs, strict=True)):
         total += run.epochs * 2 * r * m  # forward and weight gradient
         if layer + 1 < len(macs):
-            total += 2 * n * m  # the pass that builds the next layer's inputs
+            # the pass that builds the next layer's inputs (fixed negatives too)
+            total += (n if run.resample_negatives else 2 * n) * m
         if run.resample_negatives:
             total += run.epochs * n * sum(macs[:layer])  # negatives through frozen
     return 2.0 * total
