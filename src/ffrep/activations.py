@@ -113,6 +113,8 @@ def build_dataset(
         "torch_threads": torch.get_num_threads(),
         "deterministic_algorithms": int(torch.are_deterministic_algorithms_enabled()),
         "tf32_matmul": int(torch.backends.cuda.matmul.allow_tf32),
+        # the training's arithmetic; activations are always recorded in fp32
+        "precision": run.precision,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)

@@ -308,6 +308,7 @@ def synthetic_splits(sizes: Sizes, seed: int = 0) -> data_mod.Splits:
 
 def bench_ff(splits, sizes: Sizes, device, run: RunConfig, label: str) -> list[Row]:
     """One epoch of every FF layer, ffrep's trainer against the reference."""
+    log.info("FF epoch, %s negatives", run.negative_sampling)
     info = DATASETS[sizes.dataset]
     x, y = splits.x_train.to(device), splits.y_train
     value = float(x.max())
@@ -374,6 +375,7 @@ def _layer_out(layer, x, run: RunConfig) -> torch.Tensor:
 
 
 def bench_bp_ff(splits, sizes: Sizes, device) -> list[Row]:
+    log.info("BP/FF epoch")
     run = bench_run(sizes, "bp_ff")
     info = DATASETS[sizes.dataset]
     x, y = splits.x_train.to(device), splits.y_train
@@ -416,6 +418,7 @@ def bench_bp_ff(splits, sizes: Sizes, device) -> list[Row]:
 
 
 def bench_bp(splits, sizes: Sizes, device) -> list[Row]:
+    log.info("BP epoch")
     run = bench_run(sizes, "bp")
     info = DATASETS[sizes.dataset]
     x, y = splits.x_train.to(device), splits.y_train.to(device)
@@ -450,6 +453,7 @@ def bench_bp(splits, sizes: Sizes, device) -> list[Row]:
 
 
 def bench_prediction(splits, sizes: Sizes, device) -> list[Row]:
+    log.info("FF prediction")
     run = bench_run(sizes, "ff")
     info = DATASETS[sizes.dataset]
     x = splits.x_test.to(device)
@@ -497,6 +501,7 @@ def analyse_run(path, samples: str = "correct", factor: float = 2.0):
 
 def bench_netcdf(splits, sizes: Sizes, device, folder: Path, label: str) -> list[Row]:
     """Write one run's activations, read them back, and analyse them."""
+    log.info("NetCDF and analysis, %s %s activations", sizes.dataset, label)
     run = bench_run(sizes, "ff")
     if label == "recorded":
         info = DATASETS[sizes.dataset]
@@ -538,6 +543,7 @@ def bench_netcdf(splits, sizes: Sizes, device, folder: Path, label: str) -> list
 def bench_ff_memory(sizes: Sizes, folder: Path, max_steps: int = 2) -> list[Row]:
     """Peak host memory of FF training from a prepared file of ``sizes``: the
     data copy, every layer (``max_steps`` steps each) and the passes between."""
+    log.info("FF training memory, %s size", sizes.dataset)
     device = torch.device("cpu")
     path = folder / f"{sizes.dataset}-synthetic.pt"
     splits = synthetic_splits(sizes)
