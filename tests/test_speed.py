@@ -265,3 +265,34 @@ def test_precision_is_a_validated_training_option():
     assert load_config("config/test.yaml")["training"]["precision"] == "fp32"
     with pytest.raises(ValueError, match="precision"):
         load_config("config/test.yaml", {"training": {"precision": "fp8"}})
+
+
+def test_batched_seeds_equal_their_separate_runs():
+    from ffrep.batched import train_ff_seeds
+
+    x, y = small_data()
+    overlay = LabelOverlay(DATASETS["fashion_mnist"], float(x.max()))
+    runs = [small_run(seed=s) for s in (0, 1, 7)]
+
+    def fresh(run):
+        torch.manual_seed(run.seed)
+        return FFNet(x.shape[1], run.hidden_units)
+
+    separate, histories = [], []
+    for run in runs:
+        net = fresh(run)
+        ffdata = FFData(x.clone(), y, ALL, run, overlay, torch.device("cpu"))
+        gen = generator(run.seed, "shuffle")
+        ckpt = Checkpoint()
+        histories.append(train_ff(net, ffdata, run, ckpt, Checkpointer(None, run), gen))
+        separate.append(net)
+
+    nets = [fresh(run) for run in runs]
+    shared = FFData(x.clone(), y, ALL, runs[0], overlay, torch.device("cpu"))
+    batched = train_ff_seeds(nets, shared, runs)
+    for net, ref, got, want in zip(nets, separate, batched, histories, strict=True):
+        for p, q in zip(net.parameters(), ref.parameters(), strict=True):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(torch.tensor(got), torch.tensor(want))
+    # seeds really differ, so the comparison is not between copies
+    assert not torch.equal(nets[0].layers[0].weight, nets[1].layers[0].weight)
