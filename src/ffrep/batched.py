@@ -25,8 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ffrep.config import RunConfig
-from ffrep.datasets import N_CLASSES
-from ffrep.models import FFNet, goodness, unit_normalize
+from ffrep.models import FFNet, goodness, one_hot, relu_normalize_
 from ffrep.train import (
     CHUNK,
     FFData,
@@ -81,7 +80,7 @@ class SeedData:
         """(S, R) image rows and labels -> (S, R, H) first-layer pre-activations."""
         d = self.data
         label_rows = torch.matmul(d.label_matrix, layer.weight.transpose(1, 2))
-        onehot = F.one_hot(labels, N_CLASSES).to(label_rows.dtype)  # (S, R, 10)
+        onehot = one_hot(labels, label_rows.dtype)  # (S, R, 10)
         onehot = onehot * d.label_scale[rows][..., None]
         return torch.baddbmm(layer(d.base[rows]), onehot, label_rows)
 
@@ -173,6 +172,6 @@ def _advance(seeds: SeedData, layer: StackedLinear, li: int, hp, hn, run):
             neg = seeds.first_pre(layer, seeds.image[:, sl], seeds.wrong[:, sl])
         else:
             pos, neg = layer(hp[:, sl]), layer(hn[:, sl])
-        out_p[:, sl] = unit_normalize(F.relu(pos), norm)
-        out_n[:, sl] = unit_normalize(F.relu(neg), norm)
+        out_p[:, sl] = relu_normalize_(pos, norm)
+        out_n[:, sl] = relu_normalize_(neg, norm)
     return out_p, out_n

@@ -70,6 +70,7 @@ class Sizes:
     gemm_repeats: int = 10
 
 
+CASES = ("ff", "bp_ff", "bp", "predict", "netcdf")
 FULL = Sizes()
 QUICK = Sizes(
     n_train=2048, n_test=512, hidden_units=[64, 64, 64], batch_size_ff=256,
@@ -598,7 +599,7 @@ def run_benchmark(
     data_path: str | Path | None = None,
     device: str = "cpu",
     svhn: bool = False,
-    cases: tuple[str, ...] = ("ff", "bp_ff", "bp", "predict", "netcdf"),
+    cases: tuple[str, ...] = CASES,
 ) -> pd.DataFrame:
     """Every case of the benchmark, one after another; a table of the rows."""
     sizes = QUICK if quick else FULL

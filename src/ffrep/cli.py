@@ -130,13 +130,14 @@ def cmd_check_config(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from ffrep.bench import format_table, run_benchmark
+    from ffrep.bench import CASES, format_table, run_benchmark
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    table = run_benchmark(args.quick, args.data, args.device, args.svhn)
+    cases = tuple(args.case or CASES)
+    table = run_benchmark(args.quick, args.data, args.device, args.svhn, cases)
     sys.stdout.write(format_table(table) + "\n")
     if args.csv:
         from ffrep.io import write_csv
@@ -236,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="a prepared dataset file (default: synthetic)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--svhn", action="store_true", help="add the SVHN-size cases")
+    p.add_argument(
+        "--case",
+        action="append",
+        choices=["ff", "bp_ff", "bp", "predict", "netcdf"],
+        help="run only this case (repeatable; default: all)",
+    )
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--csv", help="also write the table here")
     p.set_defaults(func=cmd_bench)

@@ -115,7 +115,7 @@ def labelled_pre(
     """
     # (10, H): each label's weight columns, summed over channels
     label_rows = label_matrix @ layer.weight.T
-    onehot = F.one_hot(labels, N_CLASSES).to(label_rows.dtype) * scale[:, None]
+    onehot = one_hot(labels, label_rows.dtype) * scale[:, None]  # (R, 10)
     return torch.addmm(
         torch.addmm(layer.bias, base, layer.weight.T), onehot, label_rows
     )
@@ -125,6 +125,20 @@ def unit_normalize(x: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "none":
         return x
     return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(EPS)
+
+
+@torch.no_grad()
+def relu_normalize_(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """``unit_normalize(relu(x))`` over ``x``'s storage, for inputs kept whole."""
+    x = F.relu_(x)
+    if kind == "none":
+        return x
+    return x.div_(torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(EPS))
+
+
+def one_hot(labels: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """(...,) class indices -> (..., 10), by a gather: no check, no host sync."""
+    return torch.eye(N_CLASSES, dtype=dtype, device=labels.device)[labels]
 
 
 class FFNet(nn.Module):

@@ -35,6 +35,8 @@ from ffrep.models import (
     goodness,
     label_free_,
     labelled_pre,
+    one_hot,
+    relu_normalize_,
     unit_normalize,
 )
 
@@ -308,7 +310,7 @@ class FFData:
         shared = torch.addmm(layer.bias, self.base[idx], layer.weight.T)  # (B, H)
         label_rows = self.label_matrix @ layer.weight.T  # (10, H)
         scale = self.label_scale[idx].repeat(2)[:, None]  # (2B, 1)
-        onehot = F.one_hot(labels, N_CLASSES).to(label_rows.dtype) * scale
+        onehot = one_hot(labels, label_rows.dtype) * scale  # (2B, 10)
         label_part = (onehot @ label_rows).view(2, len(idx), -1)  # (2, B, H)
         return (shared + label_part).flatten(0, 1)
 
@@ -362,7 +364,7 @@ class FFInputs:
                 for start in range(0, n, CHUNK):
                     sl = slice(start, start + CHUNK)
                     pre = data.pre(layer, image[sl], wrong[sl])
-                    self.hn[sl] = unit_normalize(F.relu(pre), norm)
+                    self.hn[sl] = relu_normalize_(pre, norm)
             # resampled negatives are rebuilt from the images every epoch
             keep_base = data.fixed is None
             out = data.base
@@ -371,14 +373,14 @@ class FFInputs:
             for start in range(0, n, CHUNK):
                 rows = torch.arange(start, min(start + CHUNK, n), device=data.device)
                 pre = data.pre(layer, rows, data.y_device[rows])
-                out[start : start + CHUNK] = unit_normalize(F.relu(pre), norm)
+                out[start : start + CHUNK] = relu_normalize_(pre, norm)
             self.hp = out
             if not keep_base:
                 data.base = None
         else:
 
             def fn(x):
-                return unit_normalize(F.relu(layer(x)), norm)
+                return relu_normalize_(layer(x), norm)
 
             if self.hn is not None:
                 self.hn = _transform(fn, self.hn, width, in_place=True)
