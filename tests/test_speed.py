@@ -296,3 +296,57 @@ def test_batched_seeds_equal_their_separate_runs():
         torch.testing.assert_close(torch.tensor(got), torch.tensor(want))
     # seeds really differ, so the comparison is not between copies
     assert not torch.equal(nets[0].layers[0].weight, nets[1].layers[0].weight)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A prepared Fashion-MNIST-shaped file of random images."""
+    info = DATASETS["fashion_mnist"]
+    gen = torch.Generator().manual_seed(5)
+    path = tmp_path_factory.mktemp("data") / "fashion_mnist.pt"
+    payload = {
+        "x_train": torch.randn(info.n_train, info.n_inputs, generator=gen),
+        "y_train": torch.randint(0, N_CLASSES, (info.n_train,), generator=gen),
+        "x_test": torch.randn(info.n_test, info.n_inputs, generator=gen),
+        "y_test": torch.randint(0, N_CLASSES, (info.n_test,), generator=gen),
+        "dataset": "fashion_mnist",
+        "mean": [0.0],
+        "std": [1.0],
+    }
+    torch.save(payload, path)
+    return path
+
+
+def test_a_batched_job_writes_what_separate_runs_write(prepared, tmp_path):
+    import json
+
+    from ffrep.batched import train_seeds
+    from ffrep.train import load_model, train_run
+
+    runs = [
+        small_run(seed=s, max_train_samples=300, max_test_samples=100, num_threads=1)
+        for s in (0, 4)
+    ]
+    separate = []
+    for run in runs:
+        out = tmp_path / "separate" / f"seed{run.seed}"
+        separate.append(
+            train_run(run, prepared, out / "model.pt", out / "metrics.json")
+        )
+    out = [tmp_path / "batched" / f"seed{r.seed}" for r in runs]
+    batched = train_seeds(
+        runs, prepared, [o / "model.pt" for o in out], [o / "metrics.json" for o in out]
+    )
+    for run, got, want, folder in zip(runs, batched, separate, out, strict=True):
+        assert got["test_accuracy"] == pytest.approx(want["test_accuracy"], abs=0.02)
+        torch.testing.assert_close(
+            torch.tensor(got["loss_history"]), torch.tensor(want["loss_history"])
+        )
+        written = json.loads((folder / "metrics.json").read_text())
+        assert written["precision"] == "fp32" and written["train_flops"] > 0
+        assert written["batched_seeds"] == [0, 4]
+        net, back = load_model(folder / "model.pt")
+        ref, _ = load_model(tmp_path / "separate" / f"seed{run.seed}" / "model.pt")
+        assert back.seed == run.seed
+        for p, q in zip(net.parameters(), ref.parameters(), strict=True):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)

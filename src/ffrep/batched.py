@@ -10,15 +10,17 @@ weights come from the same draws, the summed loss gives each seed exactly its
 own gradient, and Adam is elementwise, so one Adam over the stacked weights is
 S separate Adams.
 
-TODO(workflow): a ``training.batch_seeds`` option and a Snakemake rule whose
-outputs are every seed's model.pt and metrics.json (see docs/speed.md) are not
-written yet; nothing in the workflow calls this module so far.
+TODO(workflow): a ``training.batch_seeds`` option, an ``ffrep train-seeds``
+command and a Snakemake rule whose outputs are every seed's model.pt and
+metrics.json (see docs/speed.md) are not written yet; :func:`train_seeds` is
+what that rule would call.
 TODO(checkpoints): a batched job does not checkpoint; a killed job restarts.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 import torch
 from torch import nn
@@ -175,3 +177,55 @@ def _advance(seeds: SeedData, layer: StackedLinear, li: int, hp, hn, run):
         out_p[:, sl] = relu_normalize_(pos, norm)
         out_n[:, sl] = relu_normalize_(neg, norm)
     return out_p, out_n
+
+
+def train_seeds(
+    runs: list[RunConfig], data_path, model_outs: list, metrics_outs: list
+) -> list[dict]:
+    """Train the seeds ``runs`` of one FF configuration in one job and write
+    every seed's weights and metrics where its own ``ffrep train`` would."""
+    from ffrep.datasets import DATASETS
+    from ffrep.models import LabelOverlay
+    from ffrep.train import (
+        allowed_classes,
+        configure_torch,
+        finish_run,
+        label_value,
+        training_data,
+    )
+
+    run = runs[0]
+    if run.algorithm != "ff":
+        # TODO(batched BP/FF, BP): stack those models too
+        raise NotImplementedError("batched seeds are implemented for FF only")
+    device = configure_torch(run)
+    log.info(
+        "training seeds %s of %s on %s", [r.seed for r in runs], run.run_id, device
+    )
+    splits, x, y = training_data(run, data_path, device)
+    info = DATASETS[run.dataset]
+    nets = []
+    for r in runs:
+        torch.manual_seed(r.seed)
+        nets.append(FFNet(info.n_inputs, r.hidden_units, r.input_normalization))
+    nets = [net.to(device) for net in nets]
+    train_label = label_value(run, x)
+    overlay = LabelOverlay(info, train_label, device)
+    ffdata = FFData(x, y.cpu(), allowed_classes(run), run, overlay, device)
+    del x
+    t0 = time.perf_counter()
+    histories = train_ff_seeds(nets, ffdata, runs)
+    wall_s = time.perf_counter() - t0
+    del ffdata
+    timing = {
+        "n_train": int(y.shape[0]),
+        "wall_time_s": wall_s / len(runs),
+        "batched_seeds": [r.seed for r in runs],
+        "batched_wall_time_s": wall_s,
+    }
+    return [
+        finish_run(net, r, splits, h, timing, train_label, False, m, j)
+        for net, r, h, m, j in zip(
+            nets, runs, histories, model_outs, metrics_outs, strict=True
+        )
+    ]

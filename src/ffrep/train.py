@@ -593,6 +593,21 @@ def allowed_classes(run: RunConfig) -> list[int]:
     return [c for c in range(N_CLASSES) if c not in set(run.held_out_classes)]
 
 
+def training_data(run: RunConfig, data_path: str | Path, device: torch.device):
+    """The prepared splits, and the training images (one copy on ``device``,
+    which FF rewrites in place) and labels of the classes ``run`` trains on."""
+    splits = data_mod.load(data_path, run.max_train_samples, run.max_test_samples)
+    keep = torch.isin(splits.y_train, torch.as_tensor(allowed_classes(run)))
+    if bool(keep.all()):
+        x = splits.x_train.to(device, copy=True)
+    else:
+        x = splits.x_train[keep].to(device)
+    y = splits.y_train[keep].to(device)
+    if len(torch.unique(y)) < 2:
+        raise ValueError(f"{run.run_id}: fewer than two classes left to train on")
+    return splits, x, y
+
+
 def train_run(
     run: RunConfig,
     data_path: str | Path,
@@ -603,18 +618,9 @@ def train_run(
     """Train one run of the grid and write its weights and metrics."""
     device = configure_torch(run)
     log.info("training %s on %s", run.run_id, device)
-    splits = data_mod.load(data_path, run.max_train_samples, run.max_test_samples)
+    splits, x, y = training_data(run, data_path, device)
     info = DATASETS[run.dataset]
     allowed = allowed_classes(run)
-    keep = torch.isin(splits.y_train, torch.as_tensor(allowed))
-    # one copy of the training images, which FF rewrites in place
-    if bool(keep.all()):
-        x = splits.x_train.to(device, copy=True)
-    else:
-        x = splits.x_train[keep].to(device)
-    y = splits.y_train[keep].to(device)
-    if len(torch.unique(y)) < 2:
-        raise ValueError(f"{run.run_id}: fewer than two classes left to train on")
 
     checkpointer = Checkpointer(checkpoint, run)
     ckpt = checkpointer.load() or Checkpoint()
@@ -640,10 +646,35 @@ def train_run(
         del ffdata
     wall_s = time.perf_counter() - t0
 
+    metrics = finish_run(
+        net,
+        run,
+        splits,
+        history,
+        {"n_train": int(y.shape[0]), "wall_time_s": wall_s},
+        train_label,
+        bool(ckpt.model),
+        model_out,
+        metrics_out,
+    )
+    checkpointer.remove()
+    return metrics
+
+
+def finish_run(
+    net, run, splits, history, timing, train_label, resumed, model_out, metrics_out
+) -> dict:
+    """Predict the test set, then write the run's weights and metrics.
+
+    ``timing`` holds ``n_train`` and ``wall_time_s`` (of this run's share of a
+    batched job, or of its own).
+    """
+    device = next(net.parameters()).device
     x_test = splits.x_test.to(device)
     y_test = splits.y_test.to(device)
     prediction = predict(net, run, x_test)
     accuracy = float((prediction == y_test).float().mean())
+    wall_s, n_train = timing["wall_time_s"], timing["n_train"]
     metrics = {
         "run": run.run_id,
         "dataset": run.dataset,
@@ -655,19 +686,19 @@ def train_run(
         "wall_time_s": wall_s,
         "device": str(device),
         "device_name": _device_name(device),
-        "n_train": int(y.shape[0]),
+        "n_train": n_train,
         "n_test": int(y_test.shape[0]),
         "label_value_train": train_label,
         "label_value_test": label_value(run, x_test) if run.algorithm != "bp" else None,
         "torch_threads": torch.get_num_threads(),
         "precision": run.precision,
-        "resumed": bool(ckpt.model),
+        "resumed": resumed,
         "run_config": run.__dict__,
+        **{k: v for k, v in timing.items() if k not in ("wall_time_s", "n_train")},
     }
-    metrics.update(_throughput(run, int(y.shape[0]), wall_s, device))
+    metrics.update(_throughput(run, n_train, wall_s, device))
     save_model(net, run, model_out)
     write_json(metrics_out, metrics)
-    checkpointer.remove()
     log.info("%s: test accuracy %.4f in %.1f s", run.run_id, accuracy, wall_s)
     return metrics
 
