@@ -10,6 +10,13 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+
+
+if config["training"]["batch_seeds"]:
+
+    include: "workflow/rules/train_seeds.smk"
+
+
 include: "workflow/rules/activations.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/figures.smk"

@@ -350,3 +350,16 @@ def test_a_batched_job_writes_what_separate_runs_write(prepared, tmp_path):
         assert back.seed == run.seed
         for p, q in zip(net.parameters(), ref.parameters(), strict=True):
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+def test_batch_seeds_is_validated():
+    config = load_config("config/test.yaml", {"training": {"batch_seeds": True}})
+    assert config["training"]["batch_seeds"] is True
+    with pytest.raises(ValueError, match="batched seeds need fixed negatives"):
+        load_config(
+            "config/test.yaml",
+            {
+                "training": {"batch_seeds": True},
+                "forward_forward": {"resample_negatives": True},
+            },
+        )

@@ -10,10 +10,8 @@ weights come from the same draws, the summed loss gives each seed exactly its
 own gradient, and Adam is elementwise, so one Adam over the stacked weights is
 S separate Adams.
 
-TODO(workflow): a ``training.batch_seeds`` option, an ``ffrep train-seeds``
-command and a Snakemake rule whose outputs are every seed's model.pt and
-metrics.json (see docs/speed.md) are not written yet; :func:`train_seeds` is
-what that rule would call.
+With ``training.batch_seeds: true`` the workflow's ``train_seeds`` rule calls
+:func:`train_seeds` once per FF configuration (see docs/speed.md).
 TODO(checkpoints): a batched job does not checkpoint; a killed job restarts.
 """
 

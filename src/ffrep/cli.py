@@ -60,6 +60,20 @@ def cmd_train(args) -> None:
     )
 
 
+def cmd_train_seeds(args) -> None:
+    from ffrep.batched import train_seeds
+    from ffrep.config import RunConfig
+
+    runs = [RunConfig.from_json(text) for text in args.run_json]
+    if not len(runs) == len(args.model) == len(args.metrics):
+        raise SystemExit("ffrep train-seeds: give one --model and --metrics per run")
+    if args.threads and not runs[0].num_threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    train_seeds(runs, args.data, args.model, args.metrics)
+
+
 def cmd_prepare_data(args) -> None:
     from ffrep.config import load_config, normalization
     from ffrep.data import prepare
@@ -184,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, help="torch threads, unless the run config sets them"
     )
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("train-seeds", help="train several FF seeds in one job")
+    p.add_argument("--run-json", nargs="+", required=True, help="one per seed")
+    p.add_argument("--data", required=True, help="prepared dataset file (.pt)")
+    p.add_argument("--model", nargs="+", required=True, help="one per seed")
+    p.add_argument("--metrics", nargs="+", required=True, help="one per seed")
+    p.add_argument("--threads", type=int)
+    p.set_defaults(func=cmd_train_seeds)
 
     p = sub.add_parser("prepare-data", help="fetch, check and normalise a dataset")
     p.add_argument("--dataset", required=True, choices=sorted(DATASETS))

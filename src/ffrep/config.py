@@ -120,6 +120,14 @@ def _semantic_problems(config: dict[str, Any]) -> list[str]:
                     f"data.normalization.{dataset}.{key}: needs {channels} value(s),"
                     f" one per channel, got {len(norm[key])}"
                 )
+    if (
+        config["training"]["batch_seeds"]
+        and config["forward_forward"]["resample_negatives"]
+    ):
+        problems.append(
+            "training.batch_seeds: batched seeds need fixed negatives; set"
+            " forward_forward.resample_negatives: false or batch_seeds: false"
+        )
     held_out = config["forward_forward"]["held_out_classes"]
     if len(held_out) > N_CLASSES - 2:
         problems.append(
