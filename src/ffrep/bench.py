@@ -582,6 +582,7 @@ def bench_ff_memory(sizes: Sizes, folder: Path, max_steps: int = 2) -> list[Row]
         for i, layer in enumerate(net.layers):
             opt = adam(layer.parameters(), run, device)
             ff_epoch(layer, opt, inputs.batches(0), order, run, max_steps).item()
+            layer.zero_grad(set_to_none=True)  # as train_ff does
             if i + 1 < len(net.layers):
                 inputs.advance()
 

@@ -451,6 +451,8 @@ def train_ff(net: FFNet, ffdata: FFData, run: RunConfig, ckpt, checkpointer, gen
                     )
                 )
         progress.close()
+        # a trained layer's gradients are not needed again
+        net.layers[layer_index].zero_grad(set_to_none=True)
         if layer_index + 1 < len(net.layers):
             inputs.advance()
             checkpointer.save(
