@@ -363,3 +363,18 @@ def test_batch_seeds_is_validated():
                 "forward_forward": {"resample_negatives": True},
             },
         )
+
+
+@pytest.mark.parametrize("kind", ["l2_norm", "sum_of_squares", "mean_of_squares"])
+def test_relu_goodness_has_the_gradient_of_its_plain_form(kind):
+    from ffrep.models import relu_goodness
+
+    x = torch.randn(6, 5, dtype=torch.float64)
+    x[0] = -1.0  # an all-zero row after the ReLU
+    x.requires_grad_()
+    torch.autograd.gradcheck(lambda t: relu_goodness(t, kind), (x,))
+    weights = torch.rand(6, dtype=torch.float64)
+    fast = torch.autograd.grad((relu_goodness(x, kind) * weights).sum(), x)[0]
+    plain = torch.autograd.grad((goodness(x.relu(), kind) * weights).sum(), x)[0]
+    torch.testing.assert_close(fast, plain)
+    assert torch.equal(fast[0], torch.zeros(5, dtype=torch.float64))

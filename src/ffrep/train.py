@@ -36,6 +36,7 @@ from ffrep.models import (
     label_free_,
     labelled_pre,
     one_hot,
+    relu_goodness,
     relu_normalize_,
     unit_normalize,
 )
@@ -295,9 +296,9 @@ class FFData:
 
     def pre(self, layer, rows: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """First-layer pre-activations of images ``rows`` labelled ``labels``."""
-        return labelled_pre(
-            layer, self.label_matrix, self.base[rows], self.label_scale[rows], labels
-        )
+        base = self.base.index_select(0, rows)  # a gather faster than base[rows]
+        scale = self.label_scale[rows]
+        return labelled_pre(layer, self.label_matrix, base, scale, labels)
 
     def batch_pre(self, layer, idx, image, wrong) -> torch.Tensor:
         """(2B, H) first-layer pre-activations of positives ``idx``, then of
@@ -307,8 +308,8 @@ class FFData:
         if not self.same_image:
             return self.pre(layer, torch.cat([idx, image[idx]]), labels)
         # a negative is its positive's image: one product serves both
-        shared = torch.addmm(layer.bias, self.base[idx], layer.weight.T)  # (B, H)
-        label_rows = self.label_matrix @ layer.weight.T  # (10, H)
+        shared = F.linear(self.base.index_select(0, idx), layer.weight, layer.bias)
+        label_rows = F.linear(self.label_matrix, layer.weight)  # (10, H)
         scale = self.label_scale[idx].repeat(2)[:, None]  # (2B, 1)
         onehot = one_hot(labels, label_rows.dtype) * scale  # (2B, 10)
         label_part = (onehot @ label_rows).view(2, len(idx), -1)  # (2, B, H)
@@ -337,7 +338,9 @@ class FFInputs:
         if self.layer == 0:
             return lambda idx: self.data.batch_pre(layer, idx, image, wrong)
         if self.hn is not None:
-            return lambda idx: layer(torch.cat([self.hp[idx], self.hn[idx]]))
+            return lambda idx: layer(
+                torch.cat([self.hp.index_select(0, idx), self.hn.index_select(0, idx)])
+            )
         return lambda idx: layer(
             torch.cat([self.hp[idx], self._through_frozen(image[idx], wrong[idx])])
         )
@@ -403,7 +406,7 @@ def ff_epoch(layer, opt, batch_pre, perm, run: RunConfig, max_steps=None):
 
         # goodness of the batch's positives, then of its negatives
         with precision_context(run.precision, perm.device):
-            g = goodness(F.relu(batch_pre(idx)), run.goodness).float()  # (2B,)
+            g = relu_goodness(batch_pre(idx), run.goodness).float()  # (2B,)
             loss = ff_loss(g[: len(idx)], g[len(idx) :], run.threshold)
 
         # a layer-local step
