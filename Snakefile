@@ -13,6 +13,13 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+
+
+if config["training"]["batch_seeds"]:
+
+    include: "workflow/rules/train_seeds.smk"
+
+
 include: "workflow/rules/activations.smk"
 include: "workflow/rules/analysis_common.smk"
 include: "workflow/rules/analysis.smk"

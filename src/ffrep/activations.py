@@ -115,6 +115,8 @@ def build_dataset(
         # metrics.json (torch_threads), not in the weights file this reads
         "torch_threads": torch.get_num_threads(),
         **numerics_settings(),
+        # the training's arithmetic; activations are always recorded in fp32
+        "precision": run.precision,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)

@@ -64,6 +64,20 @@ def cmd_train(args) -> None:
         )
 
 
+def cmd_train_seeds(args) -> None:
+    from ffrep.batched import train_seeds
+    from ffrep.config import RunConfig
+
+    runs = [RunConfig.from_json(text) for text in args.run_json]
+    if not len(runs) == len(args.model) == len(args.metrics):
+        raise SystemExit("ffrep train-seeds: give one --model and --metrics per run")
+    if args.threads and not runs[0].num_threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    train_seeds(runs, args.data, args.model, args.metrics)
+
+
 def cmd_prepare_data(args) -> None:
     from ffrep.config import load_config, normalization
     from ffrep.data import prepare
@@ -158,6 +172,35 @@ def cmd_check_config(args) -> None:
     log.info("%s is valid: %d training runs", args.config, len(grid_runs(config)))
 
 
+def cmd_bench(args) -> None:
+    from ffrep.bench import CASES, format_table, run_benchmark
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    cases = tuple(args.case or CASES) + (("svhn",) if args.svhn else ())
+    table = run_benchmark(args.quick, args.data, args.device, cases)
+    sys.stdout.write(format_table(table) + "\n")
+    if args.csv:
+        from ffrep.io import write_csv
+
+        write_csv(args.csv, table)
+
+
+def cmd_plan(args) -> None:
+    from ffrep.config import load_config
+    from ffrep.plan import cpu_jobs, plan
+
+    config = load_config(args.config)
+    table = plan(config, args.gpu, args.efficiency, args.step_overhead_s)
+    sys.stdout.write(table.to_string(index=False, float_format="{:.3g}".format))
+    sys.stdout.write(
+        f"\n\ntotal: {table['gpu_hours'].sum():.3g} GPU-hours on {args.gpu}\n\n"
+    )
+    sys.stdout.write(cpu_jobs(config).to_string(index=False) + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ffrep.datasets import DATASETS
 
@@ -184,6 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads", type=int, help="torch threads, unless the run config sets them"
     )
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("train-seeds", help="train several FF seeds in one job")
+    p.add_argument("--run-json", nargs="+", required=True, help="one per seed")
+    p.add_argument("--data", required=True, help="prepared dataset file (.pt)")
+    p.add_argument("--model", nargs="+", required=True, help="one per seed")
+    p.add_argument("--metrics", nargs="+", required=True, help="one per seed")
+    p.add_argument("--threads", type=int)
+    p.set_defaults(func=cmd_train_seeds)
 
     p = sub.add_parser("prepare-data", help="fetch, check and normalise a dataset")
     p.add_argument("--dataset", required=True, choices=sorted(DATASETS))
@@ -240,6 +291,30 @@ def build_parser() -> argparse.ArgumentParser:
     from ffrep.analysis_cli import register
 
     register(sub)
+
+    p = sub.add_parser("bench", help="time training, prediction, I/O and analysis")
+    p.add_argument("--quick", action="store_true", help="small sizes, seconds")
+    p.add_argument("--data", help="a prepared dataset file (default: synthetic)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--svhn", action="store_true", help="add the SVHN-size cases")
+    p.add_argument(
+        "--case",
+        action="append",
+        choices=["ff", "bp_ff", "bp", "predict", "netcdf", "svhn"],
+        help="run only this case (repeatable; default: all)",
+    )
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--csv", help="also write the table here")
+    p.set_defaults(func=cmd_bench)
+
+    from ffrep.plan import EFFICIENCY, GPUS, STEP_OVERHEAD_S
+
+    p = sub.add_parser("plan", help="jobs, FLOPs and predicted GPU time of a config")
+    p.add_argument("--config", default="config/config.yaml")
+    p.add_argument("--gpu", default="h100", choices=sorted(GPUS))
+    p.add_argument("--efficiency", type=float, default=EFFICIENCY)
+    p.add_argument("--step-overhead-s", type=float, default=STEP_OVERHEAD_S)
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("check-config", help="validate a config file")
     p.add_argument("config")

@@ -226,6 +226,14 @@ def _semantic_problems(config: dict[str, Any]) -> list[str]:
                     f"data.normalization.{dataset}.{key}: needs {channels} value(s),"
                     f" one per channel, got {len(norm[key])}"
                 )
+    if (
+        config["training"]["batch_seeds"]
+        and config["forward_forward"]["resample_negatives"]
+    ):
+        problems.append(
+            "training.batch_seeds: batched seeds need fixed negatives; set"
+            " forward_forward.resample_negatives: false or batch_seeds: false"
+        )
     held_out = config["forward_forward"]["held_out_classes"]
     if len(held_out) > N_CLASSES - 2:
         problems.append(
@@ -286,6 +294,7 @@ class RunConfig:
     deterministic: bool = True
     num_threads: int | None = None
     checkpoint_every_epochs: int = 10
+    precision: str = "fp32"
     label_input: str = "true_label"
     compression_level: int = 4
 
@@ -335,6 +344,7 @@ def resolve_run(
         deterministic=training["deterministic"],
         num_threads=training["num_threads"],
         checkpoint_every_epochs=training["checkpoint_every_epochs"],
+        precision=training["precision"],
         label_input=config["activations"]["label_input"],
         compression_level=config["activations"]["compression_level"],
     )

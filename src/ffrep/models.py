@@ -22,6 +22,42 @@ def goodness(h: torch.Tensor, kind: str) -> torch.Tensor:
     raise ValueError(f"unknown goodness {kind!r}")
 
 
+class _ReluGoodness(torch.autograd.Function):
+    """``goodness(relu(pre))`` with a one-pass backward.
+
+    Every goodness is a function of ``h = relu(pre)`` whose gradient is ``h``
+    times a per-row coefficient, and ``h`` is zero wherever the ReLU is off,
+    so ``d pre = h · c`` needs neither the ReLU mask nor the norm's guard.
+    """
+
+    @staticmethod
+    def forward(ctx, pre: torch.Tensor, kind: str) -> torch.Tensor:
+        h = F.relu(pre)
+        g = goodness(h, kind)
+        ctx.save_for_backward(h, g)
+        ctx.kind = kind
+        return g
+
+    @staticmethod
+    def backward(ctx, grad_g: torch.Tensor):
+        h, g = ctx.saved_tensors
+        if ctx.kind == "l2_norm":
+            # d||h||/dh = h / ||h||, and 0 for an all-zero row, as autograd gives
+            coef = torch.where(g > 0, grad_g / g.clamp_min(EPS), 0.0)
+        elif ctx.kind == "sum_of_squares":
+            coef = 2.0 * grad_g
+        else:
+            coef = 2.0 * grad_g / h.shape[-1]
+        return h * coef.unsqueeze(-1).to(h.dtype), None
+
+
+def relu_goodness(pre: torch.Tensor, kind: str) -> torch.Tensor:
+    """``goodness(relu(pre), kind)``: (..., H) -> (...), with a cheap backward."""
+    if kind not in ("l2_norm", "sum_of_squares", "mean_of_squares"):
+        raise ValueError(f"unknown goodness {kind!r}")
+    return _ReluGoodness.apply(pre, kind)
+
+
 def ff_loss(g_pos: torch.Tensor, g_neg: torch.Tensor, threshold: float):
     """Mean of softplus(θ - g+) over positives and softplus(g- - θ) over
     negatives, taken over both sets together."""
@@ -43,6 +79,7 @@ class LabelOverlay:
         self.positions = (cols[:, None] + channels[None, :]).to(device)
         self.region = self.positions.reshape(-1)
         self.value = float(value)
+        self.n_inputs = c * h * w
 
     def to(self, device) -> LabelOverlay:
         self.positions = self.positions.to(device)
@@ -67,11 +104,77 @@ class LabelOverlay:
         x[:, self.region] = self.value / N_CLASSES
         return x
 
+    def label_matrix(self) -> torch.Tensor:
+        """(10, D): 1 at the flat positions that carry each class, else 0."""
+        m = torch.zeros(N_CLASSES, self.n_inputs, device=self.positions.device)
+        return m.scatter_(1, self.positions, 1.0)
+
+
+@torch.no_grad()
+def label_free_(
+    x: torch.Tensor, overlay: LabelOverlay, normalization: str, chunk: int = 8192
+) -> torch.Tensor:
+    """Rewrite ``x`` (N, D) in place as the label-free part of its normalised,
+    labelled copies and return each row's label scale (N,).
+
+    Every labelled copy of an image has the same length
+    ``s = sqrt(||x0||² + C v²)`` (x0: the image with its label region zeroed, C
+    channels, v the label value), so ``n(x with label c) = x0 / s + (v / s) e_c``
+    where ``e_c`` marks the positions of label c. ``x`` becomes ``x0 / s`` and
+    the returned scale is ``v / s`` (``v`` when there is no normalisation).
+    """
+    x[:, overlay.region] = 0
+    scale = x.new_full((x.shape[0],), overlay.value)
+    if normalization == "none":
+        return scale
+    label_sq = overlay.positions.shape[1] * overlay.value**2
+    for start in range(0, x.shape[0], chunk):
+        xb = x[start : start + chunk]
+        length = (xb.pow(2).sum(-1) + label_sq).sqrt().clamp_min(EPS)  # (B,)
+        xb.div_(length[:, None])
+        scale[start : start + chunk] = overlay.value / length
+    return scale
+
+
+def labelled_pre(
+    layer: nn.Linear,
+    label_matrix: torch.Tensor,
+    base: torch.Tensor,
+    scale: torch.Tensor,
+    labels: torch.Tensor,
+) -> torch.Tensor:
+    """First-layer pre-activations of labelled, normalised inputs from their
+    parts (see :func:`label_free_`): (R, D), (R,), (R,) -> (R, H).
+
+    The label enters as a column add, ``scale · W e_c``, instead of through
+    the product with the whole input.
+    """
+    # (10, H): each label's weight columns, summed over channels
+    label_rows = F.linear(label_matrix, layer.weight)  # (10, H)
+    onehot = (one_hot(labels) * scale[:, None]).to(label_rows.dtype)  # (R, 10)
+    # in place, as the backward pass does not keep the product's output; an
+    # in-place op is not autocast, hence the explicit dtype above
+    return F.linear(base, layer.weight, layer.bias).addmm_(onehot, label_rows)
+
 
 def unit_normalize(x: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "none":
         return x
     return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(EPS)
+
+
+@torch.no_grad()
+def relu_normalize_(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """``unit_normalize(relu(x))`` over ``x``'s storage, for inputs kept whole."""
+    x = F.relu_(x)
+    if kind == "none":
+        return x
+    return x.div_(torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(EPS))
+
+
+def one_hot(labels: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """(...,) class indices -> (..., 10), by a gather: no check, no host sync."""
+    return torch.eye(N_CLASSES, dtype=dtype, device=labels.device)[labels]
 
 
 class FFNet(nn.Module):

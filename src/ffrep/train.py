@@ -4,14 +4,14 @@ resume to the same result as an uninterrupted one."""
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import hashlib
 import logging
 import os
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +34,12 @@ from ffrep.models import (
     ff_loss,
     ff_predict,
     goodness,
+    label_free_,
+    labelled_pre,
+    one_hot,
+    relu_goodness,
+    relu_normalize_,
+    unit_normalize,
 )
 
 log = logging.getLogger(__name__)
@@ -232,20 +238,54 @@ def _transform(fn: Callable, x: torch.Tensor, width: int, in_place: bool):
     return out
 
 
-def _gather_negatives(pos, image, wrong, overlay, idx=None):
-    """Negative inputs: the positives of ``image`` relabelled with ``wrong``."""
-    if idx is not None:
-        image, wrong = image[idx], wrong[idx]
-    return overlay.apply_(pos[image], wrong)
+def adam(params, run: RunConfig, device: torch.device) -> torch.optim.Adam:
+    """Adam with default betas; the fused kernel where torch has one."""
+    return torch.optim.Adam(
+        params, lr=run.learning_rate, fused=device.type in ("cpu", "cuda")
+    )
+
+
+@contextlib.contextmanager
+def precision_context(precision: str, device: torch.device) -> Iterator[None]:
+    """The arithmetic of the training loops: ``fp32``, ``tf32`` (CUDA matmuls in
+    TF32) or ``bf16`` (autocast; weights and optimiser state stay fp32)."""
+    if precision == "fp32":
+        yield
+    elif precision == "tf32":
+        saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = saved[0]
+            torch.backends.cudnn.allow_tf32 = saved[1]
+    elif precision == "bf16":
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield
+    else:
+        raise ValueError(f"unknown precision {precision!r}")
 
 
 class FFData:
-    """The positives and negatives a network trains on, on the device."""
+    """The training set of an FF or BP/FF network, on the device.
+
+    A positive and its negative differ from their image only in the label
+    region, and every labelled copy of an image has the same length, so the set
+    is kept once: ``base`` (N, D), the label-free part of the normalised images,
+    and ``label_scale`` (N,); the normalised input of image i with label c is
+    ``base[i] + label_scale[i] · e_c`` (see :func:`models.label_free_`).
+    """
 
     def __init__(self, x, y, allowed, run: RunConfig, overlay, device):
-        self.pos = overlay.apply_(x, y.to(device))  # (N, D)
-        self.y, self.allowed, self.run, self.overlay = y, allowed, run, overlay
+        self.label_scale = label_free_(x, overlay, run.input_normalization)
+        self.base = x  # (N, D), rewritten in place
+        self.y = y  # (N,) on the host, for sampling
+        self.y_device = y.to(device)
+        self.label_matrix = overlay.label_matrix().to(device)  # (10, D)
+        self.allowed, self.run, self.overlay = allowed, run, overlay
         self.device = device
+        # ``uniform`` keeps each image and changes only its label
+        self.same_image = run.negative_sampling == "uniform"
         self.fixed = self.draw(None) if not run.resample_negatives else None
 
     def draw(self, epoch: int | None):
@@ -258,42 +298,149 @@ class FFData:
     def negatives(self, epoch: int):
         return self.fixed if self.fixed is not None else self.draw(epoch)
 
+    def pre(self, layer, rows: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """First-layer pre-activations of images ``rows`` labelled ``labels``."""
+        base = self.base.index_select(0, rows)  # a gather faster than base[rows]
+        scale = self.label_scale[rows]
+        return labelled_pre(layer, self.label_matrix, base, scale, labels)
+
+    def batch_pre(self, layer, idx, image, wrong) -> torch.Tensor:
+        """(2B, H) first-layer pre-activations of positives ``idx``, then of
+        their negatives (negative slot j is image ``image[j]`` labelled
+        ``wrong[j]``)."""
+        labels = torch.cat([self.y_device[idx], wrong[idx]])  # (2B,)
+        if not self.same_image:
+            return self.pre(layer, torch.cat([idx, image[idx]]), labels)
+        # a negative is its positive's image: one product serves both
+        shared = F.linear(self.base.index_select(0, idx), layer.weight, layer.bias)
+        label_rows = F.linear(self.label_matrix, layer.weight)  # (10, H)
+        scale = self.label_scale[idx].repeat(2)[:, None]  # (2B, 1)
+        onehot = one_hot(labels, label_rows.dtype) * scale  # (2B, 10)
+        label_part = (onehot @ label_rows).view(2, len(idx), -1)  # (2, B, H)
+        return (shared + label_part).flatten(0, 1)
+
+
+class FFInputs:
+    """What the FF layer being trained sees, kept on the device.
+
+    The first layer reads :class:`FFData`; a deeper layer reads the normalised
+    outputs of the layers below, ``n(h)``, of the positives and of the fixed
+    negatives (resampled negatives are passed through the frozen layers per
+    batch instead).
+    """
+
+    def __init__(self, net: FFNet, ffdata: FFData):
+        self.net, self.data = net, ffdata
+        self.layer = 0
+        self.hp: torch.Tensor | None = None  # (N, H) n(h) of the positives
+        self.hn: torch.Tensor | None = None  # (N, H) n(h) of the fixed negatives
+
+    def batches(self, epoch: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A function from batch indices (B,) to (2B, H) pre-activations."""
+        layer = self.net.layers[self.layer]
+        image, wrong = self.data.negatives(epoch)
+        if self.layer == 0:
+            return lambda idx: self.data.batch_pre(layer, idx, image, wrong)
+        if self.hn is not None:
+            return lambda idx: layer(
+                torch.cat([self.hp.index_select(0, idx), self.hn.index_select(0, idx)])
+            )
+        return lambda idx: layer(
+            torch.cat([self.hp[idx], self._through_frozen(image[idx], wrong[idx])])
+        )
+
+    @torch.no_grad()
+    def _through_frozen(self, image, wrong) -> torch.Tensor:
+        x = F.relu(self.data.pre(self.net.layers[0], image, wrong))
+        for i in range(1, self.layer):
+            x = self.net.layer_forward(i, x)
+        return unit_normalize(x, self.net.normalization)
+
+    @torch.no_grad()
+    def advance(self) -> None:
+        """Pass the inputs through the layer just trained; they become the next
+        layer's inputs, over the old storage where the widths allow."""
+        data, layer = self.data, self.net.layers[self.layer]
+        norm = self.net.normalization
+        width = layer.out_features
+        if self.layer == 0:
+            n = data.base.shape[0]
+            if data.fixed is not None:
+                image, wrong = data.fixed
+                self.hn = data.base.new_empty(n, width)
+                for start in range(0, n, CHUNK):
+                    sl = slice(start, start + CHUNK)
+                    pre = data.pre(layer, image[sl], wrong[sl])
+                    self.hn[sl] = relu_normalize_(pre, norm)
+            # resampled negatives are rebuilt from the images every epoch
+            keep_base = data.fixed is None
+            out = data.base
+            if keep_base or width != data.base.shape[1]:
+                out = data.base.new_empty(n, width)
+            for start in range(0, n, CHUNK):
+                rows = torch.arange(start, min(start + CHUNK, n), device=data.device)
+                pre = data.pre(layer, rows, data.y_device[rows])
+                out[start : start + CHUNK] = relu_normalize_(pre, norm)
+            self.hp = out
+            if not keep_base:
+                data.base = None
+        else:
+
+            def fn(x):
+                return relu_normalize_(layer(x), norm)
+
+            if self.hn is not None:
+                self.hn = _transform(fn, self.hn, width, in_place=True)
+            self.hp = _transform(fn, self.hp, width, in_place=True)
+        self.layer += 1
+
+
+def ff_epoch(layer, opt, batch_pre, perm, run: RunConfig, max_steps=None):
+    """One epoch of one FF layer in the order ``perm``; returns the summed loss
+    as a device scalar, so that the loop never waits for the device.
+
+    ``max_steps`` stops early (for memory measurements only).
+    """
+    n = perm.shape[0]
+    total = torch.zeros((), device=perm.device)
+    for step, start in enumerate(range(0, n, run.batch_size)):
+        if max_steps is not None and step >= max_steps:
+            break
+        idx = perm[start : start + run.batch_size]
+
+        # goodness of the batch's positives, then of its negatives
+        with precision_context(run.precision, perm.device):
+            g = relu_goodness(batch_pre(idx), run.goodness).float()  # (2B,)
+            loss = ff_loss(g[: len(idx)], g[len(idx) :], run.threshold)
+
+        # a layer-local step
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.detach() * len(idx)
+    return total
+
 
 def train_ff(net: FFNet, ffdata: FFData, run: RunConfig, ckpt, checkpointer, gen):
     """Greedy layer-local FF: each layer for all its epochs with its own Adam."""
     history = ckpt.history.setdefault("loss", [[] for _ in net.layers])
-    n = ffdata.pos.shape[0]
-    # inputs of the current layer; ``None`` for negatives means "gather from pos"
-    hp, hn = ffdata.pos, None
-    frozen = []  # layers already trained, for resampled negatives
+    n = ffdata.y.shape[0]
+    inputs = FFInputs(net, ffdata)
 
     for layer_index in range(len(net.layers)):
-        layer_fn = functools.partial(net.layer_forward, layer_index)
         if layer_index < ckpt.stage:
-            frozen.append(layer_fn)
-            hp, hn = _advance(net, ffdata, layer_index, hp, hn, frozen)
+            inputs.advance()
             continue
-        opt = torch.optim.Adam(
-            net.layers[layer_index].parameters(), lr=run.learning_rate
-        )
+        opt = adam(net.layers[layer_index].parameters(), run, ffdata.device)
         start_epoch = 0
         if ckpt.stage == layer_index and ckpt.optimizer:
             opt.load_state_dict(ckpt.optimizer)
             start_epoch = ckpt.epoch
         progress = Progress(run.epochs, start_epoch, f"ff layer {layer_index + 1}")
         for epoch in range(start_epoch, run.epochs):
-            neg_source = _negative_source(ffdata, frozen, hn, epoch)
+            batch_pre = inputs.batches(epoch)
             perm = torch.randperm(n, generator=gen).to(ffdata.device)
-            total = torch.zeros((), device=ffdata.device)
-            for start in range(0, n, run.batch_size):
-                idx = perm[start : start + run.batch_size]
-                xb = torch.cat([hp[idx], neg_source(idx)])  # (2B, D)
-                g = goodness(layer_fn(xb), run.goodness)
-                loss = ff_loss(g[: len(idx)], g[len(idx) :], run.threshold)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += loss.detach() * len(idx)
+            total = ff_epoch(net.layers[layer_index], opt, batch_pre, perm, run)
             # one host sync per epoch
             epoch_loss = total.item() / n
             _check_finite(epoch_loss, f"layer {layer_index + 1}, epoch {epoch + 1}")
@@ -311,9 +458,10 @@ def train_ff(net: FFNet, ffdata: FFData, run: RunConfig, ckpt, checkpointer, gen
                     )
                 )
         progress.close()
-        frozen.append(layer_fn)
+        # a trained layer's gradients are not needed again
+        net.layers[layer_index].zero_grad(set_to_none=True)
         if layer_index + 1 < len(net.layers):
-            hp, hn = _advance(net, ffdata, layer_index, hp, hn, frozen)
+            inputs.advance()
             checkpointer.save(
                 Checkpoint(
                     stage=layer_index + 1,
@@ -326,74 +474,43 @@ def train_ff(net: FFNet, ffdata: FFData, run: RunConfig, ckpt, checkpointer, gen
     return history
 
 
-def _negative_source(ffdata: FFData, frozen, hn, epoch):
-    """A function from batch indices to that batch's negative inputs."""
-    if hn is not None:
-        return lambda idx: hn[idx]
-    image, wrong = ffdata.negatives(epoch)
-    if not frozen or ffdata.fixed is not None:
-        return lambda idx: _gather_negatives(
-            ffdata.pos, image, wrong, ffdata.overlay, idx
-        )
+def bp_ff_epoch(net: FFNet, opt, ffdata: FFData, image, wrong, perm, run):
+    """One BP/FF epoch in the order ``perm``; the summed loss as a device scalar."""
+    n = perm.shape[0]
+    total = torch.zeros((), device=perm.device)
+    for start in range(0, n, run.batch_size):
+        idx = perm[start : start + run.batch_size]
 
-    # resampled negatives of a deeper layer go through the frozen layers
-    def through_frozen(idx):
-        with torch.no_grad():
-            x = _gather_negatives(ffdata.pos, image, wrong, ffdata.overlay, idx)
-            for fn in frozen:
-                x = fn(x)
-        return x
+        # summed goodness of the batch's positives, then of its negatives
+        with precision_context(run.precision, perm.device):
+            h = F.relu(ffdata.batch_pre(net.layers[0], idx, image, wrong))
+            g = goodness(h, run.goodness)  # (2B,)
+            for i in range(1, len(net.layers)):
+                h = net.layer_forward(i, h)
+                g = g + goodness(h, run.goodness)
+            g = g.float()
+            loss = ff_loss(g[: len(idx)], g[len(idx) :], run.threshold)
 
-    return through_frozen
-
-
-def _advance(net, ffdata: FFData, layer_index, hp, hn, frozen):
-    """Pass the positives and the fixed negatives through a trained layer; they
-    become the next layer's training data."""
-    if ffdata.fixed is None:
-        # resampled negatives are rebuilt from the positives every epoch
-        width = net.layers[layer_index].out_features
-        fn = frozen[layer_index]
-        return _transform(fn, hp, width, in_place=hp is not ffdata.pos), None
-    width = net.layers[layer_index].out_features
-    fn = frozen[layer_index]
-    if hn is None:
-        image, wrong = ffdata.fixed
-        hn = hp.new_empty(hp.shape[0], width)
-        with torch.no_grad():
-            for start in range(0, hp.shape[0], CHUNK):
-                sl = slice(start, start + CHUNK)
-                hn[sl] = fn(_gather_negatives(hp, image[sl], wrong[sl], ffdata.overlay))
-    else:
-        hn = _transform(fn, hn, width, in_place=True)
-    # the positives are no longer needed once the negatives are built
-    hp = _transform(fn, hp, width, in_place=True)
-    ffdata.pos = None
-    return hp, hn
+        # one step over every layer
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.detach() * len(idx)
+    return total
 
 
 def train_bp_ff(net: FFNet, ffdata: FFData, run: RunConfig, ckpt, checkpointer, gen):
     """BP/FF: one Adam over every layer on the softplus of the summed goodness."""
     history = ckpt.history.setdefault("loss", [])
-    opt = torch.optim.Adam(net.parameters(), lr=run.learning_rate)
+    opt = adam(net.parameters(), run, ffdata.device)
     if ckpt.optimizer:
         opt.load_state_dict(ckpt.optimizer)
-    n = ffdata.pos.shape[0]
+    n = ffdata.y.shape[0]
     progress = Progress(run.epochs, ckpt.epoch, "bp_ff")
     for epoch in range(ckpt.epoch, run.epochs):
         image, wrong = ffdata.negatives(epoch)
         perm = torch.randperm(n, generator=gen).to(ffdata.device)
-        total = torch.zeros((), device=ffdata.device)
-        for start in range(0, n, run.batch_size):
-            idx = perm[start : start + run.batch_size]
-            xn = _gather_negatives(ffdata.pos, image, wrong, ffdata.overlay, idx)
-            hidden = net(torch.cat([ffdata.pos[idx], xn]))
-            g = sum(goodness(h, run.goodness) for h in hidden)
-            loss = ff_loss(g[: len(idx)], g[len(idx) :], run.threshold)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.detach() * len(idx)
+        total = bp_ff_epoch(net, opt, ffdata, image, wrong, perm, run)
         epoch_loss = total.item() / n
         _check_finite(epoch_loss, f"epoch {epoch + 1} (all layers)")
         history.append(epoch_loss)
@@ -412,24 +529,31 @@ def train_bp_ff(net: FFNet, ffdata: FFData, run: RunConfig, ckpt, checkpointer, 
     return history
 
 
+def bp_epoch(net: BPNet, opt, x, y, perm, run: RunConfig):
+    """One BP epoch in the order ``perm``; the summed loss as a device scalar."""
+    total = torch.zeros((), device=x.device)
+    for start in range(0, perm.shape[0], run.batch_size):
+        idx = perm[start : start + run.batch_size]
+        with precision_context(run.precision, x.device):
+            loss = F.cross_entropy(net(x[idx]).float(), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.detach() * len(idx)
+    return total
+
+
 def train_bp(net: BPNet, x, y, run: RunConfig, ckpt, checkpointer, gen):
     """BP: cross-entropy through the MLP and its linear read-out."""
     history = ckpt.history.setdefault("loss", [])
-    opt = torch.optim.Adam(net.parameters(), lr=run.learning_rate)
+    opt = adam(net.parameters(), run, x.device)
     if ckpt.optimizer:
         opt.load_state_dict(ckpt.optimizer)
     n = x.shape[0]
     progress = Progress(run.epochs, ckpt.epoch, "bp")
     for epoch in range(ckpt.epoch, run.epochs):
         perm = torch.randperm(n, generator=gen).to(x.device)
-        total = torch.zeros((), device=x.device)
-        for start in range(0, n, run.batch_size):
-            idx = perm[start : start + run.batch_size]
-            loss = F.cross_entropy(net(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.detach() * len(idx)
+        total = bp_epoch(net, opt, x, y, perm, run)
         epoch_loss = total.item() / n
         _check_finite(epoch_loss, f"epoch {epoch + 1}")
         history.append(epoch_loss)
@@ -478,6 +602,21 @@ def allowed_classes(run: RunConfig) -> list[int]:
     return [c for c in range(N_CLASSES) if c not in set(run.held_out_classes)]
 
 
+def training_data(run: RunConfig, data_path: str | Path, device: torch.device):
+    """The prepared splits, and the training images (one copy on ``device``,
+    which FF rewrites in place) and labels of the classes ``run`` trains on."""
+    splits = data_mod.load(data_path, run.max_train_samples, run.max_test_samples)
+    keep = torch.isin(splits.y_train, torch.as_tensor(allowed_classes(run)))
+    if bool(keep.all()):
+        x = splits.x_train.to(device, copy=True)
+    else:
+        x = splits.x_train[keep].to(device)
+    y = splits.y_train[keep].to(device)
+    if len(torch.unique(y)) < 2:
+        raise ValueError(f"{run.run_id}: fewer than two classes left to train on")
+    return splits, x, y
+
+
 def train_run(
     run: RunConfig,
     data_path: str | Path,
@@ -488,14 +627,9 @@ def train_run(
     """Train one run of the grid and write its weights and metrics."""
     device = configure_torch(run)
     log.info("training %s on %s", run.run_id, device)
-    splits = data_mod.load(data_path, run.max_train_samples, run.max_test_samples)
+    splits, x, y = training_data(run, data_path, device)
     info = DATASETS[run.dataset]
     allowed = allowed_classes(run)
-    keep = torch.isin(splits.y_train, torch.as_tensor(allowed))
-    x = splits.x_train[keep].to(device, copy=True)
-    y = splits.y_train[keep].to(device)
-    if len(torch.unique(y)) < 2:
-        raise ValueError(f"{run.run_id}: fewer than two classes left to train on")
 
     checkpointer = Checkpointer(checkpoint, run)
     ckpt = checkpointer.load() or Checkpoint()
@@ -521,10 +655,35 @@ def train_run(
         del ffdata
     wall_s = time.perf_counter() - t0
 
+    metrics = finish_run(
+        net,
+        run,
+        splits,
+        history,
+        {"n_train": int(y.shape[0]), "wall_time_s": wall_s},
+        train_label,
+        bool(ckpt.model),
+        model_out,
+        metrics_out,
+    )
+    checkpointer.remove()
+    return metrics
+
+
+def finish_run(
+    net, run, splits, history, timing, train_label, resumed, model_out, metrics_out
+) -> dict:
+    """Predict the test set, then write the run's weights and metrics.
+
+    ``timing`` holds ``n_train`` and ``wall_time_s`` (of this run's share of a
+    batched job, or of its own).
+    """
+    device = next(net.parameters()).device
     x_test = splits.x_test.to(device)
     y_test = splits.y_test.to(device)
     prediction = predict(net, run, x_test)
     accuracy = float((prediction == y_test).float().mean())
+    wall_s, n_train = timing["wall_time_s"], timing["n_train"]
     metrics = {
         "run": run.run_id,
         "dataset": run.dataset,
@@ -536,23 +695,37 @@ def train_run(
         "wall_time_s": wall_s,
         "device": str(device),
         "device_name": _device_name(device),
-        "n_train": int(y.shape[0]),
+        "n_train": n_train,
         "n_test": int(y_test.shape[0]),
         "label_value_train": train_label,
         "label_value_test": label_value(run, x_test) if run.algorithm != "bp" else None,
         "torch_threads": torch.get_num_threads(),
-        "resumed": bool(ckpt.model),
+        "precision": run.precision,
+        "resumed": resumed,
         "run_config": run.__dict__,
+        **{k: v for k, v in timing.items() if k not in ("wall_time_s", "n_train")},
     }
-    if device.type == "cuda":
-        metrics["gpu_max_memory_allocated_mb"] = (
-            torch.cuda.max_memory_allocated() / 2**20
-        )
+    metrics.update(_throughput(run, n_train, wall_s, device))
     save_model(net, run, model_out)
     write_json(metrics_out, metrics)
-    checkpointer.remove()
     log.info("%s: test accuracy %.4f in %.1f s", run.run_id, accuracy, wall_s)
     return metrics
+
+
+def _throughput(run: RunConfig, n_train: int, wall_s: float, device) -> dict:
+    """The training's FLOPs, achieved rate and, on a GPU, memory and the share of
+    the device's peak rate that the run achieved."""
+    from ffrep.plan import peak_tflops, training_flops
+
+    flops = training_flops(run, n_train)
+    out = {"train_flops": flops, "train_tflops_per_s": flops / max(wall_s, 1e-9) / 1e12}
+    if device.type == "cuda":
+        out["gpu_max_memory_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        out["gpu_max_memory_reserved_mb"] = torch.cuda.max_memory_reserved() / 2**20
+        peak = peak_tflops(torch.cuda.get_device_name(device), run.precision)
+        if peak is not None:
+            out["gpu_utilisation_of_peak"] = out["train_tflops_per_s"] / peak
+    return out
 
 
 def _device_name(device: torch.device) -> str:

@@ -1,0 +1,229 @@
+"""Several seeds of one FF configuration trained as one batched model.
+
+Seeds differ only in their initial weights, their shuffling and their
+negatives; the images are the same. Stacking the seeds' weights along a
+leading dimension ``S`` turns every layer's product into one batched product
+(``torch.baddbmm``) over the shared data on the device, so that small layers
+fill a GPU that one seed alone leaves idle. Each seed's result is the one its
+separate run gives, to float tolerance: its batches, negatives and initial
+weights come from the same draws, the summed loss gives each seed exactly its
+own gradient, and Adam is elementwise, so one Adam over the stacked weights is
+S separate Adams.
+
+With ``training.batch_seeds: true`` the workflow's ``train_seeds`` rule calls
+:func:`train_seeds` once per FF configuration (see docs/speed.md).
+TODO(checkpoints): a batched job does not checkpoint; a killed job restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ffrep.config import RunConfig
+from ffrep.models import FFNet, goodness, one_hot, relu_normalize_
+from ffrep.train import (
+    CHUNK,
+    FFData,
+    adam,
+    generator,
+    precision_context,
+    sample_negatives,
+)
+
+log = logging.getLogger(__name__)
+
+
+class StackedLinear(nn.Module):
+    """S linear layers of the same shape: (S, R, D) -> (S, R, H)."""
+
+    def __init__(self, layers: list[nn.Linear]):
+        super().__init__()
+        self.weight = nn.Parameter(torch.stack([la.weight.detach() for la in layers]))
+        self.bias = nn.Parameter(torch.stack([la.bias.detach() for la in layers]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias[:, None, :], x, self.weight.transpose(1, 2))
+
+
+def _rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Row ``idx[s, j]`` of ``t[s]``: (S, N, H), (S, B) -> (S, B, H)."""
+    seeds = torch.arange(t.shape[0], device=t.device)[:, None]
+    return t[seeds, idx]
+
+
+class SeedData:
+    """Each seed's negatives over one shared :class:`FFData`."""
+
+    def __init__(self, ffdata: FFData, runs: list[RunConfig]):
+        if any(run.resample_negatives for run in runs):
+            # TODO(resample): draw and pass resampled negatives per seed
+            raise NotImplementedError("batched seeds need fixed negatives")
+        self.data = ffdata
+        draws = [
+            sample_negatives(
+                ffdata.y,
+                ffdata.allowed,
+                run.negative_sampling,
+                generator(run.seed, "negatives", -1),
+            )
+            for run in runs
+        ]
+        self.image = torch.stack([image for image, _ in draws]).to(ffdata.device)
+        self.wrong = torch.stack([wrong for _, wrong in draws]).to(ffdata.device)
+
+    def first_pre(self, layer: StackedLinear, rows, labels) -> torch.Tensor:
+        """(S, R) image rows and labels -> (S, R, H) first-layer pre-activations."""
+        d = self.data
+        label_rows = torch.matmul(d.label_matrix, layer.weight.transpose(1, 2))
+        onehot = one_hot(labels, label_rows.dtype)  # (S, R, 10)
+        onehot = onehot * d.label_scale[rows][..., None]
+        return torch.baddbmm(layer(d.base[rows]), onehot, label_rows)
+
+    def batch_pre(self, layer: StackedLinear, idx: torch.Tensor) -> torch.Tensor:
+        """(S, B) positives -> (S, 2B, H): the positives, then their negatives."""
+        rows = torch.cat([idx, self.image.gather(1, idx)], dim=1)  # (S, 2B)
+        labels = torch.cat([self.data.y_device[idx], self.wrong.gather(1, idx)], 1)
+        return self.first_pre(layer, rows, labels)
+
+
+def _ff_losses(g: torch.Tensor, b: int, threshold: float) -> torch.Tensor:
+    """Each seed's FF loss: (S, 2B) goodness of B positives, then B negatives,
+    -> (S,)."""
+    signed = torch.cat([threshold - g[:, :b], g[:, b:] - threshold], dim=1)
+    return F.softplus(signed).mean(1)
+
+
+def train_ff_seeds(nets: list[FFNet], ffdata: FFData, runs: list[RunConfig]):
+    """Greedy FF for every seed at once; ``nets`` are trained in place.
+
+    ``ffdata`` is built once from the shared images (with any of the runs);
+    every seed draws its own negatives and order.
+    TODO(uniform): share the image product between a positive and its
+    negative here too, as :meth:`train.FFData.batch_pre` does.
+
+    Returns each seed's loss history, as :func:`train.train_ff` does.
+    """
+    run = runs[0]
+    device, n = ffdata.device, ffdata.y.shape[0]
+    same = {k: v for k, v in run.__dict__.items() if k != "seed"}
+    for other in runs[1:]:
+        if {k: v for k, v in other.__dict__.items() if k != "seed"} != same:
+            raise ValueError("batched seeds must share every setting but the seed")
+    seeds = SeedData(ffdata, runs)
+    gens = [generator(r.seed, "shuffle") for r in runs]
+    histories = [[[] for _ in run.hidden_units] for _ in runs]
+    hp = hn = None  # (S, N, H) n(h) of each seed's positives and negatives
+
+    for li in range(len(run.hidden_units)):
+        layer = StackedLinear([net.layers[li] for net in nets]).to(device)
+        opt = adam(layer.parameters(), run, device)
+        for _epoch in range(run.epochs):
+            # (S, N): each seed's own order, from its own generator
+            perm = torch.stack([torch.randperm(n, generator=g) for g in gens])
+            perm = perm.to(device)
+            total = torch.zeros(len(runs), device=device)
+            for start in range(0, n, run.batch_size):
+                idx = perm[:, start : start + run.batch_size]  # (S, B)
+                b = idx.shape[1]
+
+                # every seed's positives, then its negatives
+                with precision_context(run.precision, device):
+                    if li == 0:
+                        pre = seeds.batch_pre(layer, idx)
+                    else:
+                        pre = layer(torch.cat([_rows(hp, idx), _rows(hn, idx)], 1))
+                    g = goodness(F.relu(pre), run.goodness).float()  # (S, 2B)
+                    losses = _ff_losses(g, b, run.threshold)  # (S,)
+
+                # the sum gives every seed exactly its own gradient
+                opt.zero_grad(set_to_none=True)
+                losses.sum().backward()
+                opt.step()
+                total += losses.detach() * b
+            # one host sync per epoch
+            for s, value in enumerate((total / n).tolist()):
+                histories[s][li].append(value)
+        for s, net in enumerate(nets):
+            with torch.no_grad():
+                net.layers[li].weight.copy_(layer.weight[s])
+                net.layers[li].bias.copy_(layer.bias[s])
+        if li + 1 < len(run.hidden_units):
+            hp, hn = _advance(seeds, layer, li, hp, hn, run)
+    return histories
+
+
+@torch.no_grad()
+def _advance(seeds: SeedData, layer: StackedLinear, li: int, hp, hn, run):
+    """Every seed's positives and negatives through its trained layer."""
+    n, s = seeds.data.y.shape[0], seeds.image.shape[0]
+    norm = run.input_normalization
+    out_p = seeds.data.base.new_empty(s, n, layer.weight.shape[1])
+    out_n = torch.empty_like(out_p)
+    for start in range(0, n, CHUNK):
+        sl = slice(start, min(start + CHUNK, n))
+        if li == 0:
+            rows = torch.arange(sl.start, sl.stop, device=out_p.device).expand(s, -1)
+            pos = seeds.first_pre(layer, rows, seeds.data.y_device[rows])
+            neg = seeds.first_pre(layer, seeds.image[:, sl], seeds.wrong[:, sl])
+        else:
+            pos, neg = layer(hp[:, sl]), layer(hn[:, sl])
+        out_p[:, sl] = relu_normalize_(pos, norm)
+        out_n[:, sl] = relu_normalize_(neg, norm)
+    return out_p, out_n
+
+
+def train_seeds(
+    runs: list[RunConfig], data_path, model_outs: list, metrics_outs: list
+) -> list[dict]:
+    """Train the seeds ``runs`` of one FF configuration in one job and write
+    every seed's weights and metrics where its own ``ffrep train`` would."""
+    from ffrep.datasets import DATASETS
+    from ffrep.models import LabelOverlay
+    from ffrep.train import (
+        allowed_classes,
+        configure_torch,
+        finish_run,
+        label_value,
+        training_data,
+    )
+
+    run = runs[0]
+    if run.algorithm != "ff":
+        # TODO(batched BP/FF, BP): stack those models too
+        raise NotImplementedError("batched seeds are implemented for FF only")
+    device = configure_torch(run)
+    log.info(
+        "training seeds %s of %s on %s", [r.seed for r in runs], run.run_id, device
+    )
+    splits, x, y = training_data(run, data_path, device)
+    info = DATASETS[run.dataset]
+    nets = []
+    for r in runs:
+        torch.manual_seed(r.seed)
+        nets.append(FFNet(info.n_inputs, r.hidden_units, r.input_normalization))
+    nets = [net.to(device) for net in nets]
+    train_label = label_value(run, x)
+    overlay = LabelOverlay(info, train_label, device)
+    ffdata = FFData(x, y.cpu(), allowed_classes(run), run, overlay, device)
+    del x
+    t0 = time.perf_counter()
+    histories = train_ff_seeds(nets, ffdata, runs)
+    wall_s = time.perf_counter() - t0
+    del ffdata
+    timing = {
+        "n_train": int(y.shape[0]),
+        "wall_time_s": wall_s / len(runs),
+        "batched_seeds": [r.seed for r in runs],
+        "batched_wall_time_s": wall_s,
+    }
+    return [
+        finish_run(net, r, splits, h, timing, train_label, False, m, j)
+        for net, r, h, m, j in zip(
+            nets, runs, histories, model_outs, metrics_outs, strict=True
+        )
+    ]

@@ -1,0 +1,705 @@
+"""Side-by-side timings of ffrep's training, prediction, activation I/O and
+analysis against straightforward references and the matmul bound.
+
+Every case runs in this one process, one after the other, on the same data, so
+that the ratios hold even on a busy machine whose absolute times do not. The
+straightforward references are written here, for the benchmark only: a
+DataLoader over a TensorDataset, a device copy per batch, separate positive and
+negative passes and a ``.item()`` per step. The matmul bound of an epoch is the
+time of its matrix products alone, each timed at its own shape in this run.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from ffrep import activations as act
+from ffrep import data as data_mod
+from ffrep.analysis import run_sparsity
+from ffrep.config import RunConfig
+from ffrep.datasets import DATASETS, N_CLASSES
+from ffrep.metrics import class_means, ensembles
+from ffrep.models import (
+    BPNet,
+    FFNet,
+    LabelOverlay,
+    ff_label_goodness,
+    ff_loss,
+    goodness,
+    unit_normalize,
+)
+from ffrep.train import (
+    CHUNK,
+    FFData,
+    FFInputs,
+    adam,
+    bp_epoch,
+    bp_ff_epoch,
+    ff_epoch,
+    generator,
+    sample_negatives,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Sizes:
+    """The problem the benchmark times."""
+
+    dataset: str = "fashion_mnist"
+    n_train: int = 60_000
+    n_test: int = 10_000
+    hidden_units: list[int] = field(default_factory=lambda: [1000, 1000, 1000])
+    batch_size_ff: int = 1024
+    batch_size_bp: int = 2048
+    gemm_repeats: int = 10
+
+
+CASES = ("ff", "bp_ff", "bp", "predict", "netcdf")
+FULL = Sizes()
+QUICK = Sizes(
+    n_train=2048, n_test=512, hidden_units=[64, 64, 64], batch_size_ff=256,
+    batch_size_bp=256, gemm_repeats=3,
+)  # fmt: skip
+SVHN = Sizes(dataset="svhn", n_train=73_257, n_test=26_032, hidden_units=[3072] * 3)
+
+
+@dataclass
+class Row:
+    case: str
+    method: str
+    seconds: float
+    reference_s: float | None = None
+    bound_s: float | None = None
+    peak_mb: float | None = None
+    max_abs_diff: float | None = None
+    note: str = ""
+
+    def as_dict(self) -> dict:
+        ref, bound = self.reference_s, self.bound_s
+        return {
+            "case": self.case,
+            "method": self.method,
+            "seconds": self.seconds,
+            "vs_reference": self.seconds / ref if ref else None,
+            "vs_matmul_bound": self.seconds / bound if bound else None,
+            "peak_mb": self.peak_mb,
+            "max_abs_diff": self.max_abs_diff,
+            "note": self.note,
+        }
+
+
+# --- measuring ---------------------------------------------------------------
+
+
+def _rss_anon_mb() -> float:
+    """Anonymous resident memory of this process (Linux), in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class PeakMemory:
+    """Peak memory above the level at entry: CUDA allocations on a GPU,
+    anonymous resident memory sampled every few ms on the host."""
+
+    def __init__(self, device: torch.device, every_s: float = 0.002):
+        self.device, self.every_s = device, every_s
+        self.peak_mb = float("nan")
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated() / 2**20
+            return self
+        self.base = self.peak = _rss_anon_mb()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self.stop.wait(self.every_s):
+            self.peak = max(self.peak, _rss_anon_mb())
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.peak_mb = torch.cuda.max_memory_allocated() / 2**20 - self.base
+            return
+        self.stop.set()
+        self.thread.join()
+        self.peak_mb = max(self.peak, _rss_anon_mb()) - self.base
+
+
+def timed(device: torch.device, fn: Callable, *args):
+    """(result, seconds, peak MiB) of ``fn(*args)``, waiting for the device."""
+    with PeakMemory(device) as mem:
+        t0 = time.perf_counter()
+        out = fn(*args)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+    return out, seconds, mem.peak_mb
+
+
+def gemm_seconds(m: int, k: int, n: int, device, repeats: int) -> float:
+    """Time of one (m, k) @ (k, n) product, the best of ``repeats``."""
+    a = torch.randn(m, k, device=device)
+    b = torch.randn(k, n, device=device)
+    out = torch.empty(m, n, device=device)
+    torch.mm(a, b, out=out)
+    best = math.inf
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=out)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def matmul_bound(widths, rows: int, n_rows: int, device, repeats, input_grads):
+    """Seconds of an epoch's matmuls alone: per step and layer the forward
+    product and the weight gradient, and the input gradient of the layers in
+    ``input_grads``; ``n_rows / rows`` steps. Returns (seconds, FLOPs)."""
+    step_s, step_flops = 0.0, 0.0
+    for layer, (d, h) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        step_s += gemm_seconds(rows, d, h, device, repeats)  # forward
+        step_s += gemm_seconds(h, rows, d, device, repeats)  # weight gradient
+        step_flops += 4.0 * rows * d * h
+        if layer in input_grads:
+            step_s += gemm_seconds(rows, h, d, device, repeats)
+            step_flops += 2.0 * rows * d * h
+    steps = n_rows / rows
+    return step_s * steps, step_flops * steps
+
+
+def _epoch_loss(epoch_fn: Callable, *args) -> float:
+    """Run an epoch function and wait for its summed loss, as the trainer does."""
+    return float(epoch_fn(*args).item())
+
+
+def _loss_note(ours: float, ref: float) -> str:
+    """The epochs' summed losses compared: Adam moves a weight whose gradient is
+    at the rounding level by up to ~lr a step, so the weights of two exact
+    implementations part by a few lr while the losses agree closely."""
+    return f"epoch loss differs from the reference by {abs(ours - ref) / abs(ref):.1e}"
+
+
+def _max_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    pairs = zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    return max(float((p - q).abs().max()) for p, q in pairs)
+
+
+# --- the straightforward references ------------------------------------------
+
+
+def reference_ff_layer_epoch(layer, pos, neg, order, run: RunConfig, device):
+    """One FF epoch of one layer, written the plain way: the data on the host,
+    copied to the device batch by batch."""
+    opt = torch.optim.Adam(layer.parameters(), lr=run.learning_rate)
+    loader = DataLoader(
+        TensorDataset(pos.cpu(), neg.cpu()),
+        batch_size=run.batch_size,
+        sampler=order.tolist(),
+    )
+    total = 0.0
+    for xp, xn in loader:
+        xp, xn = xp.to(device), xn.to(device)
+        hp = F.relu(layer(unit_normalize(xp, run.input_normalization)))
+        hn = F.relu(layer(unit_normalize(xn, run.input_normalization)))
+        gp, gn = goodness(hp, run.goodness), goodness(hn, run.goodness)
+        loss = ff_loss(gp, gn, run.threshold)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(xp)
+    return total
+
+
+def reference_bp_ff_epoch(net: FFNet, pos, neg, order, run: RunConfig, device):
+    """One BP/FF epoch written the plain way."""
+    opt = torch.optim.Adam(net.parameters(), lr=run.learning_rate)
+    loader = DataLoader(
+        TensorDataset(pos.cpu(), neg.cpu()),
+        batch_size=run.batch_size,
+        sampler=order.tolist(),
+    )
+    total = 0.0
+    for xp, xn in loader:
+        xp, xn = xp.to(device), xn.to(device)
+        gp = sum(goodness(h, run.goodness) for h in net(xp))
+        gn = sum(goodness(h, run.goodness) for h in net(xn))
+        loss = ff_loss(gp, gn, run.threshold)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(xp)
+    return total
+
+
+def reference_bp_epoch(net: BPNet, x, y, order, run: RunConfig, device):
+    opt = torch.optim.Adam(net.parameters(), lr=run.learning_rate)
+    loader = DataLoader(
+        TensorDataset(x.cpu(), y.cpu()),
+        batch_size=run.batch_size,
+        sampler=order.tolist(),
+    )
+    total = 0.0
+    for xb, yb in loader:
+        xb, yb = xb.to(device), yb.to(device)
+        loss = F.cross_entropy(net(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(xb)
+    return total
+
+
+@torch.no_grad()
+def ten_plain_passes(net: FFNet, x, overlay, kind: str) -> torch.Tensor:
+    """(N, 10, L) goodness from ten full passes, one per written label."""
+    out = torch.empty(x.shape[0], N_CLASSES, len(net.layers), device=x.device)
+    for c in range(N_CLASSES):
+        for start in range(0, x.shape[0], CHUNK):
+            hidden = net(overlay.apply(x[start : start + CHUNK], c))
+            for i, h in enumerate(hidden):
+                out[start : start + CHUNK, c, i] = goodness(h, kind)
+    return out
+
+
+# --- the cases ---------------------------------------------------------------
+
+
+def bench_run(sizes: Sizes, algorithm: str, **changes) -> RunConfig:
+    batch = sizes.batch_size_bp if algorithm == "bp" else sizes.batch_size_ff
+    run = RunConfig(
+        dataset=sizes.dataset,
+        algorithm=algorithm,
+        architecture="bench",
+        seed=0,
+        hidden_units=list(sizes.hidden_units),
+        learning_rate=1e-3,
+        epochs=1,
+        batch_size=batch,
+        device="cpu",
+    )
+    return replace(run, **changes)
+
+
+def synthetic_splits(sizes: Sizes, seed: int = 0) -> data_mod.Splits:
+    """Standard-normal images and balanced labels of the dataset's shape."""
+    gen = torch.Generator().manual_seed(seed)
+    d = DATASETS[sizes.dataset].n_inputs
+    return data_mod.Splits(
+        x_train=torch.randn(sizes.n_train, d, generator=gen),
+        y_train=torch.arange(sizes.n_train) % N_CLASSES,
+        x_test=torch.randn(sizes.n_test, d, generator=gen),
+        y_test=torch.arange(sizes.n_test) % N_CLASSES,
+        dataset=sizes.dataset,
+    )
+
+
+def bench_ff(splits, sizes: Sizes, device, run: RunConfig, label: str) -> list[Row]:
+    """One epoch of every FF layer, ffrep's trainer against the reference."""
+    log.info("FF epoch, %s negatives", run.negative_sampling)
+    info = DATASETS[sizes.dataset]
+    x, y = splits.x_train.to(device), splits.y_train
+    value = float(x.max())
+    overlay = LabelOverlay(info, value, device)
+    allowed = list(range(N_CLASSES))
+    torch.manual_seed(run.seed)
+    net = FFNet(info.n_inputs, run.hidden_units, run.input_normalization).to(device)
+    ref_net = copy.deepcopy(net)
+    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(1))
+    order = order.to(device)
+
+    # ffrep: data once on the device, a layer's epoch per call
+    ffdata = FFData(x.clone(), y, allowed, run, overlay, device)
+    inputs = FFInputs(net, ffdata)
+    ours_s, ours_mb, ours_loss = 0.0, 0.0, 0.0
+    for i, layer in enumerate(net.layers):
+        opt = adam(layer.parameters(), run, device)
+        batch_pre = inputs.batches(0)
+        loss, s, mb = timed(
+            device, _epoch_loss, ff_epoch, layer, opt, batch_pre, order, run
+        )
+        ours_s, ours_mb, ours_loss = ours_s + s, max(ours_mb, mb), ours_loss + loss
+        if i + 1 < len(net.layers):
+            inputs.advance()
+    del inputs, ffdata
+
+    # reference: positives and negatives materialised, a DataLoader over them
+    image, wrong = sample_negatives(
+        y, allowed, run.negative_sampling, generator(run.seed, "negatives", -1)
+    )
+    pos = overlay.apply(x, y.to(device))
+    neg = overlay.apply(x[image.to(device)], wrong.to(device))
+    ref_s, ref_mb, ref_loss = 0.0, 0.0, 0.0
+    for layer in ref_net.layers:
+        loss, s, mb = timed(
+            device, reference_ff_layer_epoch, layer, pos, neg, order, run, device
+        )
+        ref_s, ref_mb, ref_loss = ref_s + s, max(ref_mb, mb), ref_loss + loss
+        with torch.no_grad():
+            pos = _layer_out(layer, pos, run)
+            neg = _layer_out(layer, neg, run)
+
+    widths = [info.n_inputs, *run.hidden_units]
+    bound_s, flops = matmul_bound(
+        widths, 2 * run.batch_size, 2 * x.shape[0], device, sizes.gemm_repeats, ()
+    )
+    note = f"{flops / 1e12:.3g} TFLOP, matmuls at {flops / bound_s / 1e9:.3g} GFLOP/s"
+    diff = _max_diff(net, ref_net)
+    return [
+        Row(f"FF epoch ({label})", "reference loop", ref_s, ref_s, bound_s, ref_mb),
+        Row(f"FF epoch ({label})", "matmul bound", bound_s, ref_s, bound_s, note=note),
+        Row(
+            f"FF epoch ({label})",
+            "ffrep",
+            ours_s,
+            ref_s,
+            bound_s,
+            ours_mb,
+            diff,
+            _loss_note(ours_loss, ref_loss),
+        ),
+    ]
+
+
+@torch.no_grad()
+def _layer_out(layer, x, run: RunConfig) -> torch.Tensor:
+    return torch.cat(
+        [
+            F.relu(layer(unit_normalize(x[s : s + CHUNK], run.input_normalization)))
+            for s in range(0, x.shape[0], CHUNK)
+        ]
+    )
+
+
+def bench_bp_ff(splits, sizes: Sizes, device) -> list[Row]:
+    log.info("BP/FF epoch")
+    run = bench_run(sizes, "bp_ff")
+    info = DATASETS[sizes.dataset]
+    x, y = splits.x_train.to(device), splits.y_train
+    overlay = LabelOverlay(info, float(x.max()), device)
+    allowed = list(range(N_CLASSES))
+    torch.manual_seed(run.seed)
+    net = FFNet(info.n_inputs, run.hidden_units).to(device)
+    ref_net = copy.deepcopy(net)
+    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(1))
+    order = order.to(device)
+
+    ffdata = FFData(x.clone(), y, allowed, run, overlay, device)
+    image, wrong = ffdata.fixed
+    opt = adam(net.parameters(), run, device)
+    ours_loss, ours_s, ours_mb = timed(
+        device, _epoch_loss, bp_ff_epoch, net, opt, ffdata, image, wrong, order, run
+    )
+    del ffdata
+    pos = overlay.apply(x, y.to(device))
+    neg = overlay.apply(x[image], wrong)
+    ref_loss, ref_s, ref_mb = timed(
+        device, reference_bp_ff_epoch, ref_net, pos, neg, order, run, device
+    )
+    widths = [info.n_inputs, *run.hidden_units]
+    bound_s, flops = matmul_bound(
+        widths,
+        2 * run.batch_size,
+        2 * x.shape[0],
+        device,
+        sizes.gemm_repeats,
+        range(1, len(run.hidden_units)),
+    )
+    note = f"{flops / 1e12:.3g} TFLOP, matmuls at {flops / bound_s / 1e9:.3g} GFLOP/s"
+    diff = _max_diff(net, ref_net)
+    return [
+        Row("BP/FF epoch", "reference loop", ref_s, ref_s, bound_s, ref_mb),
+        Row("BP/FF epoch", "matmul bound", bound_s, ref_s, bound_s, note=note),
+        Row(
+            "BP/FF epoch",
+            "ffrep",
+            ours_s,
+            ref_s,
+            bound_s,
+            ours_mb,
+            diff,
+            _loss_note(ours_loss, ref_loss),
+        ),
+    ]
+
+
+def bench_bp(splits, sizes: Sizes, device) -> list[Row]:
+    log.info("BP epoch")
+    run = bench_run(sizes, "bp")
+    info = DATASETS[sizes.dataset]
+    x, y = splits.x_train.to(device), splits.y_train.to(device)
+    torch.manual_seed(run.seed)
+    net = BPNet(info.n_inputs, run.hidden_units).to(device)
+    ref_net = copy.deepcopy(net)
+    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(1))
+    order = order.to(device)
+    opt = adam(net.parameters(), run, device)
+    ours_loss, ours_s, ours_mb = timed(
+        device, _epoch_loss, bp_epoch, net, opt, x, y, order, run
+    )
+    ref_loss, ref_s, ref_mb = timed(
+        device, reference_bp_epoch, ref_net, x, y, order, run, device
+    )
+    widths = [info.n_inputs, *run.hidden_units, N_CLASSES]
+    bound_s, flops = matmul_bound(
+        widths,
+        run.batch_size,
+        x.shape[0],
+        device,
+        sizes.gemm_repeats,
+        range(1, len(widths) - 1),
+    )
+    note = f"{flops / 1e12:.3g} TFLOP, matmuls at {flops / bound_s / 1e9:.3g} GFLOP/s"
+    diff = _max_diff(net, ref_net)
+    return [
+        Row("BP epoch", "reference loop", ref_s, ref_s, bound_s, ref_mb),
+        Row("BP epoch", "matmul bound", bound_s, ref_s, bound_s, note=note),
+        Row(
+            "BP epoch",
+            "ffrep",
+            ours_s,
+            ref_s,
+            bound_s,
+            ours_mb,
+            diff,
+            _loss_note(ours_loss, ref_loss),
+        ),
+    ]
+
+
+def bench_prediction(splits, sizes: Sizes, device) -> list[Row]:
+    log.info("FF prediction")
+    run = bench_run(sizes, "ff")
+    info = DATASETS[sizes.dataset]
+    x = splits.x_test.to(device)
+    overlay = LabelOverlay(info, float(x.max()), device)
+    torch.manual_seed(run.seed)
+    net = FFNet(info.n_inputs, run.hidden_units).to(device).eval()
+    ref, ref_s, ref_mb = timed(device, ten_plain_passes, net, x, overlay, run.goodness)
+    ours, ours_s, ours_mb = timed(
+        device, ff_label_goodness, net, x, overlay, run.goodness
+    )
+    diff = float((ours - ref).abs().max())
+    return [
+        Row("FF prediction, 10 labels", "ten plain passes", ref_s, ref_s, None, ref_mb),
+        Row("FF prediction, 10 labels", "ffrep", ours_s, ref_s, None, ours_mb, diff),
+    ]
+
+
+def synthetic_activations(sizes: Sizes, run: RunConfig, seed: int = 0):
+    """ReLU of shifted normals, about 16 % active, as an activation Dataset."""
+    rng = np.random.default_rng(seed)
+    hidden = []
+    for h in sizes.hidden_units:
+        a = rng.standard_normal((sizes.n_test, h), dtype=np.float32) - 1.0
+        hidden.append(np.maximum(a, 0, out=a))
+    labels = np.arange(sizes.n_test) % N_CLASSES
+    prediction = np.where(rng.random(sizes.n_test) < 0.9, labels, 0)
+    return act.build_dataset(hidden, labels, prediction, run, "cpu")
+
+
+def analyse_run(path, samples: str = "correct", factor: float = 2.0):
+    """The analysis of one run: its sparsity tables and every layer's ensembles."""
+    layers, classes = run_sparsity(path, samples)
+    ds = act.open_activations(path)
+    try:
+        mask = ds["correct"].values.astype(bool)
+        labels = ds["label"].values[mask].astype(np.int64)
+        members = [
+            ensembles(class_means(da.values[mask], labels), factor)
+            for _, da in act.layer_arrays(ds)
+        ]
+    finally:
+        ds.close()
+    return layers, classes, members
+
+
+def bench_netcdf(splits, sizes: Sizes, device, folder: Path, label: str) -> list[Row]:
+    """Write one run's activations, read them back, and analyse them."""
+    log.info("NetCDF and analysis, %s %s activations", sizes.dataset, label)
+    run = bench_run(sizes, "ff")
+    if label == "recorded":
+        info = DATASETS[sizes.dataset]
+        x, y = splits.x_test.to(device), splits.y_test.to(device)
+        torch.manual_seed(run.seed)
+        net = FFNet(info.n_inputs, run.hidden_units).to(device)
+        hidden = act.hidden_activations(net, run, x, y)
+        y_np = y.cpu().numpy()
+        ds = act.build_dataset(hidden, y_np, y_np, run, str(device))
+    else:
+        ds = synthetic_activations(sizes, run)
+    path = folder / f"activations-{label}.nc"
+    host = torch.device("cpu")
+    _, write_s, write_mb = timed(host, act.write, ds, path, run.compression_level)
+
+    def read():
+        with act.open_activations(path) as back:
+            return [da.values for _, da in act.layer_arrays(back)]
+
+    back, read_s, read_mb = timed(host, read)
+    stacked = np.stack(back, axis=1) if "activation" in ds else None
+    diff = (
+        float(np.abs(stacked - ds["activation"].values).max())
+        if stacked is not None
+        else None
+    )
+    _, analysis_s, analysis_mb = timed(host, analyse_run, path)
+    mb = path.stat().st_size / 2**20
+    name = f"{sizes.dataset} run, {label}"
+    return [
+        Row(f"NetCDF write ({name})", "ffrep", write_s, peak_mb=write_mb,
+            note=f"{mb:.0f} MiB file"),
+        Row(f"NetCDF read ({name})", "ffrep", read_s, peak_mb=read_mb,
+            max_abs_diff=diff),
+        Row(f"analysis ({name})", "ffrep", analysis_s, peak_mb=analysis_mb),
+    ]  # fmt: skip
+
+
+def bench_ff_memory(sizes: Sizes, folder: Path, max_steps: int = 2) -> list[Row]:
+    """Peak host memory of FF training from a prepared file of ``sizes``: the
+    data copy, every layer (``max_steps`` steps each) and the passes between."""
+    log.info("FF training memory, %s size", sizes.dataset)
+    device = torch.device("cpu")
+    path = folder / f"{sizes.dataset}-synthetic.pt"
+    splits = synthetic_splits(sizes)
+    torch.save(
+        {
+            "x_train": splits.x_train, "y_train": splits.y_train,
+            "x_test": splits.x_test, "y_test": splits.y_test,
+            "dataset": sizes.dataset, "mean": [0.0], "std": [1.0],
+        },
+        path,
+    )  # fmt: skip
+    train_mb = splits.x_train.numel() * 4 / 2**20
+    del splits
+    run = bench_run(sizes, "ff")
+
+    def train():
+        # as ``data.load`` reads a prepared file, and as ``train_run`` copies it
+        payload = torch.load(path, weights_only=True, mmap=True)
+        x = payload["x_train"].to(device, copy=True)
+        y = payload["y_train"].clone()
+        overlay = LabelOverlay(DATASETS[sizes.dataset], float(x.max()), device)
+        ffdata = FFData(x, y, list(range(N_CLASSES)), run, overlay, device)
+        del x
+        torch.manual_seed(0)
+        net = FFNet(DATASETS[sizes.dataset].n_inputs, run.hidden_units)
+        inputs = FFInputs(net, ffdata)
+        order = torch.randperm(y.shape[0])
+        for i, layer in enumerate(net.layers):
+            opt = adam(layer.parameters(), run, device)
+            ff_epoch(layer, opt, inputs.batches(0), order, run, max_steps).item()
+            layer.zero_grad(set_to_none=True)  # as train_ff does
+            if i + 1 < len(net.layers):
+                inputs.advance()
+
+    _, seconds, peak_mb = timed(device, train)
+    path.unlink()
+    return [
+        Row(
+            f"FF training memory ({sizes.dataset} size)",
+            "ffrep",
+            seconds,
+            peak_mb=peak_mb,
+            note=f"{peak_mb / train_mb:.2f} x the {train_mb:.0f} MiB training tensor",
+        )
+    ]
+
+
+# --- the command -------------------------------------------------------------
+
+
+def run_benchmark(
+    quick: bool = False,
+    data_path: str | Path | None = None,
+    device: str = "cpu",
+    cases: tuple[str, ...] = CASES,
+) -> pd.DataFrame:
+    """The ``cases`` of the benchmark, one after another; a table of the rows.
+
+    ``svhn``, not among the default cases, times the analysis of an SVHN-sized
+    run and measures the peak memory of FF training on SVHN-sized data.
+    """
+    sizes = QUICK if quick else FULL
+    dev = torch.device(device)
+    if data_path is not None:
+        splits = data_mod.load(data_path, sizes.n_train, sizes.n_test)
+        sizes = replace(sizes, dataset=splits.dataset)
+    else:
+        splits = synthetic_splits(sizes)
+    log.info(
+        "benchmark on %s: %d training and %d test images, layers %s, %d threads",
+        dev,
+        splits.x_train.shape[0],
+        splits.x_test.shape[0],
+        sizes.hidden_units,
+        torch.get_num_threads(),
+    )
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="ffrep-bench-") as tmp:
+        if "ff" in cases:
+            for sampling in ("paper", "uniform"):
+                run = bench_run(sizes, "ff", negative_sampling=sampling)
+                rows += bench_ff(splits, sizes, dev, run, f"{sampling} negatives")
+        if "bp_ff" in cases:
+            rows += bench_bp_ff(splits, sizes, dev)
+        if "bp" in cases:
+            rows += bench_bp(splits, sizes, dev)
+        if "predict" in cases:
+            rows += bench_prediction(splits, sizes, dev)
+        if "netcdf" in cases:
+            rows += bench_netcdf(splits, sizes, dev, Path(tmp), "recorded")
+        if "svhn" in cases:
+            svhn_sizes = SVHN if not quick else replace(QUICK, dataset="svhn")
+            rows += bench_netcdf(None, svhn_sizes, dev, Path(tmp), "synthetic")
+            rows += bench_ff_memory(svhn_sizes, Path(tmp))
+    return pd.DataFrame([r.as_dict() for r in rows])
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """The benchmark table as Markdown."""
+    shown = table.copy()
+    for col, fmt in (
+        ("seconds", "{:.3f}"),
+        ("vs_reference", "{:.2f}"),
+        ("vs_matmul_bound", "{:.2f}"),
+        ("peak_mb", "{:.0f}"),
+        ("max_abs_diff", "{:.1e}"),
+    ):
+        shown[col] = [
+            "" if v is None or (isinstance(v, float) and np.isnan(v)) else fmt.format(v)
+            for v in shown[col]
+        ]
+    header = "| " + " | ".join(shown.columns) + " |"
+    rule = "|" + "|".join("---" for _ in shown.columns) + "|"
+    body = [
+        "| " + " | ".join(map(str, r)) + " |" for r in shown.itertuples(index=False)
+    ]
+    return "\n".join([header, rule, *body])

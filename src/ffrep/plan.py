@@ -1,0 +1,185 @@
+"""Size a config before running it: jobs, FLOPs and predicted wall time per stage.
+
+The FLOPs are those of the matrix products ffrep's trainer executes (two per
+multiply-add); elementwise work is left out. A job's predicted time is
+``flops / (peak · efficiency) + steps · step_overhead_s``: the matmuls at a
+stated share of the device's dense peak, plus a fixed cost per optimiser step
+for the small kernels and their launches. Both constants are rough; calibrate
+them against a run's ``train_tflops_per_s`` (in its metrics) and pass them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from ffrep.config import RunConfig, grid_runs, resolve_run
+from ffrep.datasets import DATASETS, N_CLASSES
+
+# dense peak TFLOP/s per precision, from the vendors' data sheets (SXM parts)
+GPUS: dict[str, dict[str, float]] = {
+    "h200": {"fp32": 67.0, "tf32": 495.0, "bf16": 990.0},
+    "h100": {"fp32": 67.0, "tf32": 495.0, "bf16": 990.0},
+    "a100": {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0},
+    "l40s": {"fp32": 91.6, "tf32": 183.0, "bf16": 362.0},
+    "v100": {"fp32": 15.7},
+}
+EFFICIENCY = 0.3  # share of the peak that 1024-row MLP matmuls reach
+STEP_OVERHEAD_S = 4e-4  # per optimiser step: ~30 small kernels and their launches
+
+
+def peak_tflops(device_name: str, precision: str) -> float | None:
+    """The dense peak of a named GPU ('NVIDIA H100 80GB HBM3', 'a100') or None."""
+    name = device_name.lower()
+    for key, table in GPUS.items():
+        if key in name:
+            return table.get(precision)
+    return None
+
+
+def widths(run: RunConfig) -> list[int]:
+    return [DATASETS[run.dataset].n_inputs, *run.hidden_units]
+
+
+def n_train(run: RunConfig) -> int:
+    """Training images the run keeps (held-out classes assumed balanced)."""
+    n = DATASETS[run.dataset].n_train
+    if run.max_train_samples is not None:
+        n = min(n, run.max_train_samples)
+    return n * (N_CLASSES - len(run.held_out_classes)) // N_CLASSES
+
+
+def n_test(run: RunConfig) -> int:
+    n = DATASETS[run.dataset].n_test
+    return n if run.max_test_samples is None else min(n, run.max_test_samples)
+
+
+def training_flops(run: RunConfig, n: int | None = None) -> float:
+    """Matmul FLOPs of training ``run`` on ``n`` images (default: all it keeps)."""
+    n = n_train(run) if n is None else n
+    w = widths(run)
+    macs = [a * b for a, b in zip(w[:-1], w[1:], strict=True)]  # per row, per layer
+    if run.algorithm == "bp":
+        head = w[-1] * N_CLASSES
+        forward = n * (sum(macs) + head)
+        # weight gradients of every layer, input gradients of all but the first
+        backward = forward + n * (sum(macs[1:]) + head)
+        return 2.0 * run.epochs * (forward + backward)
+    # a positive and its negative share the image product under uniform sampling
+    first_rows = n if run.negative_sampling == "uniform" else 2 * n
+    rows = [first_rows] + [2 * n] * (len(macs) - 1)
+    if run.algorithm == "bp_ff":
+        forward = sum(r * m for r, m in zip(rows, macs, strict=True))
+        backward = forward + sum(r * m for r, m in zip(rows[1:], macs[1:], strict=True))
+        return 2.0 * run.epochs * (forward + backward)
+    total = 0.0
+    for layer, (r, m) in enumerate(zip(rows, macs, strict=True)):
+        total += run.epochs * 2 * r * m  # forward and weight gradient
+        if layer + 1 < len(macs):
+            # the pass that builds the next layer's inputs (fixed negatives too)
+            total += (n if run.resample_negatives else 2 * n) * m
+        if run.resample_negatives:
+            total += run.epochs * n * sum(macs[:layer])  # negatives through frozen
+    return 2.0 * total
+
+
+def prediction_flops(run: RunConfig, n: int | None = None) -> float:
+    """Matmul FLOPs of predicting ``n`` test images (FF: all ten labels)."""
+    n = n_test(run) if n is None else n
+    w = widths(run)
+    macs = [a * b for a, b in zip(w[:-1], w[1:], strict=True)]
+    if run.algorithm == "bp":
+        return 2.0 * n * (sum(macs) + w[-1] * N_CLASSES)
+    # the ten labelled copies share the first layer's image product
+    return 2.0 * n * (macs[0] + N_CLASSES * sum(macs[1:]))
+
+
+def training_steps(run: RunConfig, n: int | None = None) -> int:
+    n = n_train(run) if n is None else n
+    per_epoch = math.ceil(n / run.batch_size)
+    layers = len(run.hidden_units) if run.algorithm == "ff" else 1
+    return per_epoch * run.epochs * layers
+
+
+@dataclass
+class Device:
+    name: str
+    tflops: float  # the rate the plan assumes, peak × efficiency
+    step_overhead_s: float
+
+
+def device_for(
+    gpu: str, precision: str, efficiency: float, overhead_s: float
+) -> Device:
+    table = GPUS.get(gpu.lower())
+    if table is None:
+        raise ValueError(f"unknown GPU {gpu!r}; known: {', '.join(sorted(GPUS))}")
+    peak = table.get(precision)
+    if peak is None:
+        raise ValueError(f"{gpu} has no {precision} matmuls; choose fp32")
+    return Device(gpu.lower(), peak * efficiency, overhead_s)
+
+
+def plan(
+    config: dict,
+    gpu: str = "h100",
+    efficiency: float = EFFICIENCY,
+    step_overhead_s: float = STEP_OVERHEAD_S,
+) -> pd.DataFrame:
+    """One row per (stage, dataset, algorithm) of a validated ``config``."""
+    rows = {}
+    for dataset, algorithm, arch, seed in grid_runs(config):
+        run = resolve_run(config, dataset, algorithm, arch, seed)
+        device = device_for(gpu, run.precision, efficiency, step_overhead_s)
+        rate = device.tflops * 1e12
+        stages = {
+            "train": (
+                training_flops(run) + prediction_flops(run),
+                training_steps(run),
+            ),
+            # the activations job predicts again, then records one pass
+            "activations": (prediction_flops(run) + _one_pass_flops(run), 0),
+        }
+        for stage, (flops, steps) in stages.items():
+            key = (stage, dataset, algorithm, arch)
+            row = rows.setdefault(key, {"jobs": 0, "flops": 0.0, "seconds": 0.0})
+            row["jobs"] += 1
+            row["flops"] += flops
+            row["seconds"] += flops / rate + steps * device.step_overhead_s
+    table = pd.DataFrame(
+        [
+            {
+                "stage": stage,
+                "dataset": dataset,
+                "algorithm": algorithm,
+                "architecture": arch,
+                "jobs": r["jobs"],
+                "tflop_per_job": r["flops"] / r["jobs"] / 1e12,
+                "minutes_per_job": r["seconds"] / r["jobs"] / 60,
+                "gpu_hours": r["seconds"] / 3600,
+            }
+            for (stage, dataset, algorithm, arch), r in rows.items()
+        ]
+    )
+    return table.sort_values(["stage", "dataset", "algorithm"], kind="stable")
+
+
+def _one_pass_flops(run: RunConfig) -> float:
+    w = widths(run)
+    return 2.0 * n_test(run) * sum(a * b for a, b in zip(w[:-1], w[1:], strict=True))
+
+
+def cpu_jobs(config: dict) -> pd.DataFrame:
+    """The jobs that need no GPU, counted per stage."""
+    runs = grid_runs(config)
+    pairs = {(d, arch) for d, _, arch, _ in runs}
+    counts = {
+        "prepare_data": len({d for d, *_ in runs}),
+        "sparsity": len(runs),
+        "wall_figure": len(runs),
+        "sparsity_tables": 1,
+        "hoyer_by_class_figure": len(pairs),
+    }
+    return pd.DataFrame([{"stage": k, "jobs": v} for k, v in counts.items()])

@@ -1,0 +1,380 @@
+"""The fast training and prediction paths against the straightforward ones, the
+benchmark in quick mode, and the planner's FLOP counts."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from ffrep import bench, plan
+from ffrep.cli import main
+from ffrep.config import RunConfig, load_config
+from ffrep.datasets import DATASETS, N_CLASSES
+from ffrep.models import (
+    FFNet,
+    LabelOverlay,
+    ff_label_goodness,
+    ff_loss,
+    goodness,
+    label_free_,
+    labelled_pre,
+    unit_normalize,
+)
+from ffrep.train import (
+    Checkpoint,
+    Checkpointer,
+    FFData,
+    generator,
+    sample_negatives,
+    train_bp_ff,
+    train_ff,
+)
+
+ALL = list(range(N_CLASSES))
+
+
+def small_run(algorithm="ff", **changes) -> RunConfig:
+    run = RunConfig(
+        dataset="fashion_mnist",
+        algorithm=algorithm,
+        architecture="tiny",
+        seed=3,
+        hidden_units=[24, 16, 16],
+        learning_rate=1e-3,
+        epochs=2,
+        batch_size=64,
+        device="cpu",
+    )
+    for key, value in changes.items():
+        setattr(run, key, value)
+    return run
+
+
+def small_data(n=200, dataset="fashion_mnist", seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, DATASETS[dataset].n_inputs, generator=gen)
+    y = torch.randint(0, N_CLASSES, (n,), generator=gen)
+    return x, y
+
+
+@pytest.mark.parametrize("dataset", ["fashion_mnist", "svhn"])
+@pytest.mark.parametrize("normalization", ["l2", "none"])
+def test_labelled_pre_equals_the_layer_on_the_labelled_input(dataset, normalization):
+    x, y = small_data(50, dataset)
+    overlay = LabelOverlay(DATASETS[dataset], float(x.max()))
+    layer = torch.nn.Linear(x.shape[1], 7)
+    labels = torch.randint(0, N_CLASSES, (50,))
+    direct = layer(unit_normalize(overlay.apply(x, labels), normalization))
+
+    base = x.clone()
+    scale = label_free_(base, overlay, normalization)
+    fast = labelled_pre(layer, overlay.label_matrix(), base, scale, labels)
+    torch.testing.assert_close(fast, direct, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("sampling", ["paper", "uniform"])
+def test_batch_pre_equals_the_straightforward_batch(sampling):
+    run = small_run(negative_sampling=sampling)
+    x, y = small_data()
+    overlay = LabelOverlay(DATASETS["fashion_mnist"], float(x.max()))
+    layer = torch.nn.Linear(x.shape[1], 9)
+    ffdata = FFData(x.clone(), y, ALL, run, overlay, torch.device("cpu"))
+    assert ffdata.same_image == (sampling == "uniform")
+    image, wrong = ffdata.fixed
+    idx = torch.randperm(len(y))[:37]
+
+    pos = overlay.apply(x[idx], y[idx])
+    neg = overlay.apply(x[image[idx]], wrong[idx])
+    direct = layer(unit_normalize(torch.cat([pos, neg]), "l2"))
+    fast = ffdata.batch_pre(layer, idx, image, wrong)
+    torch.testing.assert_close(fast, direct, rtol=1e-5, atol=1e-5)
+
+
+def reference_ff(net, x, y, run):
+    """Greedy FF written the plain way, with the trainer's draws."""
+    overlay = LabelOverlay(DATASETS[run.dataset], float(x.max()))
+    gen = generator(run.seed, "shuffle")
+    pos = overlay.apply(x, y)
+
+    def negatives(epoch):
+        draw = generator(run.seed, "negatives", epoch)
+        image, wrong = sample_negatives(y, ALL, run.negative_sampling, draw)
+        return overlay.apply(x[image], wrong)
+
+    fixed = negatives(-1) if not run.resample_negatives else None
+    neg = fixed
+    for i, layer in enumerate(net.layers):
+        opt = torch.optim.Adam(layer.parameters(), lr=run.learning_rate)
+        for epoch in range(run.epochs):
+            if fixed is None:
+                neg = negatives(epoch)
+                with torch.no_grad():
+                    for j in range(i):
+                        neg = net.layer_forward(j, neg)
+            perm = torch.randperm(len(y), generator=gen)
+            for start in range(0, len(y), run.batch_size):
+                idx = perm[start : start + run.batch_size]
+                gp = goodness(net.layer_forward(i, pos[idx]), run.goodness)
+                gn = goodness(net.layer_forward(i, neg[idx]), run.goodness)
+                loss = ff_loss(gp, gn, run.threshold)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        with torch.no_grad():
+            pos = net.layer_forward(i, pos)
+            if fixed is not None:
+                neg = net.layer_forward(i, neg)
+    return net
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"negative_sampling": "uniform"},
+        {"resample_negatives": True},
+        {"input_normalization": "none", "goodness": "sum_of_squares"},
+    ],
+)
+def test_train_ff_equals_the_straightforward_loop(changes):
+    run = small_run(**changes)
+    x, y = small_data()
+    torch.manual_seed(0)
+    net = FFNet(x.shape[1], run.hidden_units, run.input_normalization)
+    expected = reference_ff(copy.deepcopy(net), x, y, run)
+
+    overlay = LabelOverlay(DATASETS[run.dataset], float(x.max()))
+    ffdata = FFData(x.clone(), y, ALL, run, overlay, torch.device("cpu"))
+    gen = generator(run.seed, "shuffle")
+    train_ff(net, ffdata, run, Checkpoint(), Checkpointer(None, run), gen)
+    for got, want in zip(net.parameters(), expected.parameters(), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_train_bp_ff_equals_the_straightforward_loop():
+    run = small_run("bp_ff")
+    x, y = small_data()
+    torch.manual_seed(0)
+    net = FFNet(x.shape[1], run.hidden_units)
+    ref = copy.deepcopy(net)
+
+    # the plain loop, with the trainer's draws
+    overlay = LabelOverlay(DATASETS[run.dataset], float(x.max()))
+    draw = generator(run.seed, "negatives", -1)
+    image, wrong = sample_negatives(y, ALL, run.negative_sampling, draw)
+    pos, neg = overlay.apply(x, y), overlay.apply(x[image], wrong)
+    opt = torch.optim.Adam(ref.parameters(), lr=run.learning_rate)
+    gen = generator(run.seed, "shuffle")
+    for _ in range(run.epochs):
+        perm = torch.randperm(len(y), generator=gen)
+        for start in range(0, len(y), run.batch_size):
+            idx = perm[start : start + run.batch_size]
+            gp = sum(goodness(h, run.goodness) for h in ref(pos[idx]))
+            gn = sum(goodness(h, run.goodness) for h in ref(neg[idx]))
+            loss = ff_loss(gp, gn, run.threshold)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+    ffdata = FFData(x.clone(), y, ALL, run, overlay, torch.device("cpu"))
+    gen = generator(run.seed, "shuffle")
+    train_bp_ff(net, ffdata, run, Checkpoint(), Checkpointer(None, run), gen)
+    for got, want in zip(net.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_training_stays_close_to_fp32():
+    x, y = small_data()
+    overlay = LabelOverlay(DATASETS["fashion_mnist"], float(x.max()))
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        run = small_run(precision=precision, epochs=1)
+        torch.manual_seed(0)
+        net = FFNet(x.shape[1], run.hidden_units)
+        ffdata = FFData(x.clone(), y, ALL, run, overlay, torch.device("cpu"))
+        gen = generator(run.seed, "shuffle")
+        history = train_ff(net, ffdata, run, Checkpoint(), Checkpointer(None, run), gen)
+        losses[precision] = torch.tensor(history).flatten()
+    assert torch.isfinite(losses["bf16"]).all()
+    assert not torch.equal(losses["bf16"], losses["fp32"])
+    torch.testing.assert_close(losses["bf16"], losses["fp32"], rtol=0.05, atol=0.02)
+
+
+def test_ff_label_goodness_equals_ten_plain_passes():
+    x, _ = small_data(90)
+    overlay = LabelOverlay(DATASETS["fashion_mnist"], float(x.max()))
+    torch.manual_seed(0)
+    net = FFNet(x.shape[1], [20, 12]).eval()
+    fast = ff_label_goodness(net, x, overlay, "l2_norm", chunk=32)
+    plain = bench.ten_plain_passes(net, x, overlay, "l2_norm")
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_benchmark_runs_in_quick_mode(capsys):
+    table = bench.run_benchmark(quick=True, cases=(*bench.CASES, "svhn"))
+    cases = set(table["case"])
+    for expected in (
+        "FF epoch (paper negatives)",
+        "BP/FF epoch",
+        "BP epoch",
+        "FF prediction, 10 labels",
+        "FF training memory (svhn size)",
+    ):
+        assert expected in cases
+    ours = table[table["method"] == "ffrep"]
+    checked = ours["max_abs_diff"].dropna()
+    assert len(checked) >= 5 and (checked < 1e-3).all()
+    assert (table["seconds"] > 0).all()
+    assert "| case |" in bench.format_table(table)
+
+
+def test_training_flops_count_each_product():
+    run = small_run(hidden_units=[5, 3], epochs=2)
+    d, n = DATASETS["fashion_mnist"].n_inputs, 100
+    # forward and weight gradient over 2N rows per epoch, plus one pass of layer 1
+    expected = 2 * (2 * 2 * (2 * n) * (d * 5 + 5 * 3) + (2 * n) * d * 5)
+    assert plan.training_flops(run, n) == expected
+    uniform = small_run(hidden_units=[5, 3], epochs=2, negative_sampling="uniform")
+    saved = 2 * 2 * 2 * n * d * 5  # the first layer's image product, once not twice
+    assert plan.training_flops(uniform, n) == expected - saved
+    bp = small_run("bp", hidden_units=[5], epochs=1)
+    fwd = n * (d * 5 + 5 * N_CLASSES)
+    assert plan.training_flops(bp, n) == 2 * (2 * fwd + n * 5 * N_CLASSES)
+
+
+def test_plan_counts_the_grid(capsys):
+    config = load_config("config/test.yaml")
+    table = plan.plan(config, "a100")
+    train = table[table["stage"] == "train"]
+    assert train["jobs"].sum() == 6  # 3 algorithms x 2 seeds
+    assert (train["minutes_per_job"] > 0).all()
+    assert math.isfinite(table["gpu_hours"].sum())
+    assert plan.peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == 990.0
+    with pytest.raises(ValueError, match="no bf16"):
+        plan.device_for("v100", "bf16", 0.3, 0.0)
+    assert main(["plan", "--config", "config/test.yaml", "--gpu", "h100"]) == 0
+    assert "GPU-hours on h100" in capsys.readouterr().out
+
+
+def test_precision_is_a_validated_training_option():
+    config = load_config("config/test.yaml", {"training": {"precision": "bf16"}})
+    assert config["training"]["precision"] == "bf16"
+    assert load_config("config/test.yaml")["training"]["precision"] == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        load_config("config/test.yaml", {"training": {"precision": "fp8"}})
+
+
+def test_batched_seeds_equal_their_separate_runs():
+    from ffrep.batched import train_ff_seeds
+
+    x, y = small_data()
+    overlay = LabelOverlay(DATASETS["fashion_mnist"], float(x.max()))
+    runs = [small_run(seed=s) for s in (0, 1, 7)]
+
+    def fresh(run):
+        torch.manual_seed(run.seed)
+        return FFNet(x.shape[1], run.hidden_units)
+
+    separate, histories = [], []
+    for run in runs:
+        net = fresh(run)
+        ffdata = FFData(x.clone(), y, ALL, run, overlay, torch.device("cpu"))
+        gen = generator(run.seed, "shuffle")
+        ckpt = Checkpoint()
+        histories.append(train_ff(net, ffdata, run, ckpt, Checkpointer(None, run), gen))
+        separate.append(net)
+
+    nets = [fresh(run) for run in runs]
+    shared = FFData(x.clone(), y, ALL, runs[0], overlay, torch.device("cpu"))
+    batched = train_ff_seeds(nets, shared, runs)
+    for net, ref, got, want in zip(nets, separate, batched, histories, strict=True):
+        for p, q in zip(net.parameters(), ref.parameters(), strict=True):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(torch.tensor(got), torch.tensor(want))
+    # seeds really differ, so the comparison is not between copies
+    assert not torch.equal(nets[0].layers[0].weight, nets[1].layers[0].weight)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A prepared Fashion-MNIST-shaped file of random images."""
+    info = DATASETS["fashion_mnist"]
+    gen = torch.Generator().manual_seed(5)
+    path = tmp_path_factory.mktemp("data") / "fashion_mnist.pt"
+    payload = {
+        "x_train": torch.randn(info.n_train, info.n_inputs, generator=gen),
+        "y_train": torch.randint(0, N_CLASSES, (info.n_train,), generator=gen),
+        "x_test": torch.randn(info.n_test, info.n_inputs, generator=gen),
+        "y_test": torch.randint(0, N_CLASSES, (info.n_test,), generator=gen),
+        "dataset": "fashion_mnist",
+        "mean": [0.0],
+        "std": [1.0],
+    }
+    torch.save(payload, path)
+    return path
+
+
+def test_a_batched_job_writes_what_separate_runs_write(prepared, tmp_path):
+    import json
+
+    from ffrep.batched import train_seeds
+    from ffrep.train import load_model, train_run
+
+    runs = [
+        small_run(seed=s, max_train_samples=300, max_test_samples=100, num_threads=1)
+        for s in (0, 4)
+    ]
+    separate = []
+    for run in runs:
+        out = tmp_path / "separate" / f"seed{run.seed}"
+        separate.append(
+            train_run(run, prepared, out / "model.pt", out / "metrics.json")
+        )
+    out = [tmp_path / "batched" / f"seed{r.seed}" for r in runs]
+    batched = train_seeds(
+        runs, prepared, [o / "model.pt" for o in out], [o / "metrics.json" for o in out]
+    )
+    for run, got, want, folder in zip(runs, batched, separate, out, strict=True):
+        assert got["test_accuracy"] == pytest.approx(want["test_accuracy"], abs=0.02)
+        torch.testing.assert_close(
+            torch.tensor(got["loss_history"]), torch.tensor(want["loss_history"])
+        )
+        written = json.loads((folder / "metrics.json").read_text())
+        assert written["precision"] == "fp32" and written["train_flops"] > 0
+        assert written["batched_seeds"] == [0, 4]
+        net, back = load_model(folder / "model.pt")
+        ref, _ = load_model(tmp_path / "separate" / f"seed{run.seed}" / "model.pt")
+        assert back.seed == run.seed
+        for p, q in zip(net.parameters(), ref.parameters(), strict=True):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+def test_batch_seeds_is_validated():
+    config = load_config("config/test.yaml", {"training": {"batch_seeds": True}})
+    assert config["training"]["batch_seeds"] is True
+    with pytest.raises(ValueError, match="batched seeds need fixed negatives"):
+        load_config(
+            "config/test.yaml",
+            {
+                "training": {"batch_seeds": True},
+                "forward_forward": {"resample_negatives": True},
+            },
+        )
+
+
+@pytest.mark.parametrize("kind", ["l2_norm", "sum_of_squares", "mean_of_squares"])
+def test_relu_goodness_has_the_gradient_of_its_plain_form(kind):
+    from ffrep.models import relu_goodness
+
+    x = torch.randn(6, 5, dtype=torch.float64)
+    x[0] = -1.0  # an all-zero row after the ReLU
+    x.requires_grad_()
+    torch.autograd.gradcheck(lambda t: relu_goodness(t, kind), (x,))
+    weights = torch.rand(6, dtype=torch.float64)
+    fast = torch.autograd.grad((relu_goodness(x, kind) * weights).sum(), x)[0]
+    plain = torch.autograd.grad((goodness(x.relu(), kind) * weights).sum(), x)[0]
+    torch.testing.assert_close(fast, plain)
+    assert torch.equal(fast[0], torch.zeros(5, dtype=torch.float64))

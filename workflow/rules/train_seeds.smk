@@ -1,0 +1,48 @@
+# training.batch_seeds: every FF seed of one configuration trained in one job,
+# which writes each seed's model and metrics where the train rule would.
+import shlex
+
+
+ruleorder: train_seeds > train
+
+
+def seed_run_args(wildcards):
+    """--run-json with every seed's resolved settings, quoted for the shell."""
+    runs = [
+        resolve_run(
+            config,
+            wildcards.dataset,
+            wildcards.algorithm,
+            wildcards.architecture,
+            int(seed),
+        ).to_json()
+        for seed in config["grid"]["seeds"]
+    ]
+    return " ".join(shlex.quote(r) for r in runs)
+
+
+SEED_RUN = "results/runs/{{dataset}}/{{algorithm}}/{{architecture}}/seed{seed}"
+
+
+rule train_seeds:
+    input:
+        data=rules.prepare_data.output.prepared,
+    output:
+        models=expand(f"{SEED_RUN}/model.pt", seed=config["grid"]["seeds"]),
+        metrics=expand(f"{SEED_RUN}/metrics.json", seed=config["grid"]["seeds"]),
+    log:
+        "logs/train_seeds/{dataset}/{algorithm}/{architecture}.log",
+    wildcard_constraints:
+        algorithm="ff",
+    conda:
+        "../../environment.yml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    params:
+        runs=seed_run_args,
+    shell:
+        "ffrep train-seeds --run-json {params.runs} --data {input.data:q}"
+        " --model {output.models:q} --metrics {output.metrics:q}"
+        " --threads {threads} > {log:q} 2>&1"
