@@ -8,7 +8,7 @@ FASHION_MNIST_DEBIAN := /usr/share/datasets/fashion-mnist
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: venv test demo lint format bench clean-results
+.PHONY: venv test demo lint format bench bench-quick clean-results
 
 venv: $(VENV)/.installed
 
@@ -31,6 +31,17 @@ demo: venv
 	  set -- --config "data={local_raw: {fashion_mnist: $(FASHION_MNIST_DEBIAN)}}"; fi; \
 	set -x; $(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml "$$@"
 	$(BIN)/ffrep summary results/tables/sparsity_summary.csv
+
+# Benchmark: side-by-side times and ratios; see "Speed" in README.md. Uses the
+# demo's prepared Fashion-MNIST when it is there, synthetic data otherwise.
+bench: venv
+	mkdir -p results/bench
+	$(BIN)/ffrep bench --csv results/bench/bench.csv \
+	  $$( [ -f resources/data/prepared/fashion_mnist.pt ] && \
+	      echo --data resources/data/prepared/fashion_mnist.pt )
+
+bench-quick: venv
+	$(BIN)/ffrep bench --quick
 
 lint: venv
 	$(BIN)/ruff format --check .

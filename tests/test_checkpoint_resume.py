@@ -103,7 +103,7 @@ def kill_between_layers(monkeypatch) -> None:
     def advance(*args, **kwargs):
         raise Killed
 
-    monkeypatch.setattr(train_mod, "_advance", advance)
+    monkeypatch.setattr(train_mod.FFInputs, "advance", advance)
 
 
 KILLS = [

@@ -11,7 +11,7 @@ own gradient, and Adam is elementwise, so one Adam over the stacked weights is
 S separate Adams.
 
 With ``training.batch_seeds: true`` the workflow's ``train_seeds`` rule calls
-:func:`train_seeds` once per FF configuration (see docs/speed.md).
+:func:`train_seeds` once per FF configuration (see "Speed" in README.md).
 TODO(checkpoints): a batched job does not checkpoint; a killed job restarts.
 """
 
