@@ -1,11 +1,14 @@
 """The whole workflow through the real Snakemake command line."""
 
 import re
+import shutil
+import subprocess
 
 import pandas as pd
+import pytest
 import xarray as xr
 
-from conftest import copy_workflow, snakemake
+from conftest import REPO, copy_workflow, snakemake
 
 
 def test_default_config_plans_the_paper_grid_without_data(tmp_path):
@@ -56,3 +59,41 @@ def test_second_run_has_nothing_to_do(tiny_workflow):
     work, args = tiny_workflow
     out = snakemake(work, "-n", *args)
     assert "Nothing to be done" in out.stdout + out.stderr
+
+
+def test_report_has_every_figure_and_renders_in_a_browser(tiny_workflow, tmp_path):
+    work, args = tiny_workflow
+    snakemake(work, "--report", "report.html", *args)
+    html = (work / "report.html").read_text()
+    rules = (REPO / "workflow/rules/figures.smk").read_text()
+    for category in set(re.findall(r'category="([^"{]+)"', rules)):
+        assert category in html, category
+    for figure in (work / "results/figures").rglob("*.png"):
+        assert figure.name in html, figure
+    browser = shutil.which("chromium")
+    if browser is None:
+        pytest.skip("Debian's chromium is not installed")
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1200,900",
+            f"--screenshot={shot}",
+            (work / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    from matplotlib.image import imread
+
+    pixels = imread(shot)
+    assert pixels.shape[0] > 100 and pixels.std() > 0.01  # a page, not a blank
