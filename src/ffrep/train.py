@@ -499,19 +499,20 @@ def bp_ff_epoch(net: FFNet, opt, ffdata: FFData, image, wrong, perm, run):
     return total
 
 
-def train_bp_ff(net: FFNet, ffdata: FFData, run: RunConfig, ckpt, checkpointer, gen):
-    """BP/FF: one Adam over every layer on the softplus of the summed goodness."""
+def _train_end_to_end(
+    net, run: RunConfig, ckpt, checkpointer, gen, n, device, name, epoch_fn
+):
+    """The epochs of a network trained as a whole (BP/FF, BP): ``epoch_fn(opt,
+    epoch, perm)`` runs one epoch and returns its summed loss on the device."""
     history = ckpt.history.setdefault("loss", [])
-    opt = adam(net.parameters(), run, ffdata.device)
+    opt = adam(net.parameters(), run, device)
     if ckpt.optimizer:
         opt.load_state_dict(ckpt.optimizer)
-    n = ffdata.y.shape[0]
-    progress = Progress(run.epochs, ckpt.epoch, "bp_ff")
+    progress = Progress(run.epochs, ckpt.epoch, name)
     for epoch in range(ckpt.epoch, run.epochs):
-        image, wrong = ffdata.negatives(epoch)
-        perm = torch.randperm(n, generator=gen).to(ffdata.device)
-        total = bp_ff_epoch(net, opt, ffdata, image, wrong, perm, run)
-        epoch_loss = total.item() / n
+        perm = torch.randperm(n, generator=gen).to(device)
+        # one host sync per epoch
+        epoch_loss = epoch_fn(opt, epoch, perm).item() / n
         _check_finite(epoch_loss, f"epoch {epoch + 1} (all layers)")
         history.append(epoch_loss)
         progress.step(loss=epoch_loss)
@@ -527,6 +528,19 @@ def train_bp_ff(net: FFNet, ffdata: FFData, run: RunConfig, ckpt, checkpointer, 
             )
     progress.close()
     return history
+
+
+def train_bp_ff(net: FFNet, ffdata: FFData, run: RunConfig, ckpt, checkpointer, gen):
+    """BP/FF: one Adam over every layer on the softplus of the summed goodness."""
+
+    def epoch_fn(opt, epoch, perm):
+        image, wrong = ffdata.negatives(epoch)
+        return bp_ff_epoch(net, opt, ffdata, image, wrong, perm, run)
+
+    n = ffdata.y.shape[0]
+    return _train_end_to_end(
+        net, run, ckpt, checkpointer, gen, n, ffdata.device, "bp_ff", epoch_fn
+    )
 
 
 def bp_epoch(net: BPNet, opt, x, y, perm, run: RunConfig):
@@ -545,31 +559,13 @@ def bp_epoch(net: BPNet, opt, x, y, perm, run: RunConfig):
 
 def train_bp(net: BPNet, x, y, run: RunConfig, ckpt, checkpointer, gen):
     """BP: cross-entropy through the MLP and its linear read-out."""
-    history = ckpt.history.setdefault("loss", [])
-    opt = adam(net.parameters(), run, x.device)
-    if ckpt.optimizer:
-        opt.load_state_dict(ckpt.optimizer)
-    n = x.shape[0]
-    progress = Progress(run.epochs, ckpt.epoch, "bp")
-    for epoch in range(ckpt.epoch, run.epochs):
-        perm = torch.randperm(n, generator=gen).to(x.device)
-        total = bp_epoch(net, opt, x, y, perm, run)
-        epoch_loss = total.item() / n
-        _check_finite(epoch_loss, f"epoch {epoch + 1}")
-        history.append(epoch_loss)
-        progress.step(loss=epoch_loss)
-        if checkpointer.due(epoch + 1, run.epochs):
-            checkpointer.save(
-                Checkpoint(
-                    epoch=epoch + 1,
-                    model=net.state_dict(),
-                    optimizer=opt.state_dict(),
-                    generator=gen.get_state(),
-                    history=ckpt.history,
-                )
-            )
-    progress.close()
-    return history
+
+    def epoch_fn(opt, epoch, perm):
+        return bp_epoch(net, opt, x, y, perm, run)
+
+    return _train_end_to_end(
+        net, run, ckpt, checkpointer, gen, x.shape[0], x.device, "bp", epoch_fn
+    )
 
 
 # --- evaluation --------------------------------------------------------------
