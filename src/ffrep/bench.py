@@ -207,6 +207,20 @@ def _loss_note(ours: float, ref: float) -> str:
     return f"epoch loss differs from the reference by {abs(ours - ref) / abs(ref):.1e}"
 
 
+def _epoch_rows(case: str, ref, ours, bound, diff: float) -> list[Row]:
+    """The reference, matmul-bound and ffrep rows of one epoch case; ``ref`` and
+    ``ours`` are (seconds, peak MB, epoch loss), ``bound`` (seconds, FLOPs)."""
+    (ref_s, ref_mb, ref_loss), (ours_s, ours_mb, ours_loss) = ref, ours
+    bound_s, flops = bound
+    note = f"{flops / 1e12:.3g} TFLOP, matmuls at {flops / bound_s / 1e9:.3g} GFLOP/s"
+    loss = _loss_note(ours_loss, ref_loss)
+    return [
+        Row(case, "reference loop", ref_s, ref_s, bound_s, ref_mb),
+        Row(case, "matmul bound", bound_s, ref_s, bound_s, note=note),
+        Row(case, "ffrep", ours_s, ref_s, bound_s, ours_mb, diff, loss),
+    ]
+
+
 def _max_diff(a: torch.nn.Module, b: torch.nn.Module) -> float:
     pairs = zip(a.state_dict().values(), b.state_dict().values(), strict=True)
     return max(float((p - q).abs().max()) for p, q in pairs)
@@ -370,22 +384,13 @@ def bench_ff(splits, sizes: Sizes, device, run: RunConfig, label: str) -> list[R
     bound_s, flops = matmul_bound(
         widths, 2 * run.batch_size, 2 * x.shape[0], device, sizes.gemm_repeats, ()
     )
-    note = f"{flops / 1e12:.3g} TFLOP, matmuls at {flops / bound_s / 1e9:.3g} GFLOP/s"
-    diff = _max_diff(net, ref_net)
-    return [
-        Row(f"FF epoch ({label})", "reference loop", ref_s, ref_s, bound_s, ref_mb),
-        Row(f"FF epoch ({label})", "matmul bound", bound_s, ref_s, bound_s, note=note),
-        Row(
-            f"FF epoch ({label})",
-            "ffrep",
-            ours_s,
-            ref_s,
-            bound_s,
-            ours_mb,
-            diff,
-            _loss_note(ours_loss, ref_loss),
-        ),
-    ]
+    return _epoch_rows(
+        f"FF epoch ({label})",
+        (ref_s, ref_mb, ref_loss),
+        (ours_s, ours_mb, ours_loss),
+        (bound_s, flops),
+        _max_diff(net, ref_net),
+    )
 
 
 @torch.no_grad()
@@ -432,22 +437,13 @@ def bench_bp_ff(splits, sizes: Sizes, device) -> list[Row]:
         sizes.gemm_repeats,
         range(1, len(run.hidden_units)),
     )
-    note = f"{flops / 1e12:.3g} TFLOP, matmuls at {flops / bound_s / 1e9:.3g} GFLOP/s"
-    diff = _max_diff(net, ref_net)
-    return [
-        Row("BP/FF epoch", "reference loop", ref_s, ref_s, bound_s, ref_mb),
-        Row("BP/FF epoch", "matmul bound", bound_s, ref_s, bound_s, note=note),
-        Row(
-            "BP/FF epoch",
-            "ffrep",
-            ours_s,
-            ref_s,
-            bound_s,
-            ours_mb,
-            diff,
-            _loss_note(ours_loss, ref_loss),
-        ),
-    ]
+    return _epoch_rows(
+        "BP/FF epoch",
+        (ref_s, ref_mb, ref_loss),
+        (ours_s, ours_mb, ours_loss),
+        (bound_s, flops),
+        _max_diff(net, ref_net),
+    )
 
 
 def bench_bp(splits, sizes: Sizes, device) -> list[Row]:
@@ -476,22 +472,13 @@ def bench_bp(splits, sizes: Sizes, device) -> list[Row]:
         sizes.gemm_repeats,
         range(1, len(widths) - 1),
     )
-    note = f"{flops / 1e12:.3g} TFLOP, matmuls at {flops / bound_s / 1e9:.3g} GFLOP/s"
-    diff = _max_diff(net, ref_net)
-    return [
-        Row("BP epoch", "reference loop", ref_s, ref_s, bound_s, ref_mb),
-        Row("BP epoch", "matmul bound", bound_s, ref_s, bound_s, note=note),
-        Row(
-            "BP epoch",
-            "ffrep",
-            ours_s,
-            ref_s,
-            bound_s,
-            ours_mb,
-            diff,
-            _loss_note(ours_loss, ref_loss),
-        ),
-    ]
+    return _epoch_rows(
+        "BP epoch",
+        (ref_s, ref_mb, ref_loss),
+        (ours_s, ours_mb, ours_loss),
+        (bound_s, flops),
+        _max_diff(net, ref_net),
+    )
 
 
 def bench_prediction(splits, sizes: Sizes, device) -> list[Row]:
