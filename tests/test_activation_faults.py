@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-from fakedata import shrink, tiny_tmpfs, write_prepared
 from test_training_faults import tiny_run
 
 from ffrep import activations, train
 from ffrep.activations import ActivationFileError, extract, open_activations
 from ffrep.analysis import run_sparsity
 from ffrep.integrity import check_activation_file
+
+from fakedata import shrink, tiny_tmpfs, write_prepared
 
 REPO = Path(__file__).resolve().parents[1]
 NUMERICS = (

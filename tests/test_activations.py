@@ -14,7 +14,7 @@ from ffrep.activations import (
 )
 from ffrep.train import train_run
 
-from conftest import small_run
+from helpers import small_run
 
 
 def _dataset(widths):

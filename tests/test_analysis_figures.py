@@ -2,11 +2,12 @@
 
 import pandas as pd
 import pytest
-from analysis_data import write_file
 
 from ffrep import figures
 from ffrep.analysis import write_ensemble_tables
 from ffrep.ensembles import run_ensembles
+
+from analysis_data import write_file
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import xarray as xr
-from analysis_data import SHARED, activations, driven_units
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -19,6 +18,8 @@ from ffrep.metrics import (
     selectivity,
     silence_causes,
 )
+
+from analysis_data import SHARED, activations, driven_units
 
 
 def constructed_members():

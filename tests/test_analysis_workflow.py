@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import snakemake
+from helpers import snakemake
 
 
 def run(workdir: Path, args: list[str], *targets) -> str:

@@ -2,7 +2,7 @@ import pytest
 
 from ffrep.config import ConfigError, grid_runs, load_config, resolve_run
 
-from conftest import REPO
+from helpers import REPO
 
 
 def test_default_config_is_the_paper_grid():

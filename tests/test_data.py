@@ -6,7 +6,7 @@ import torchvision
 from ffrep.data import DataError, load, prepare, stage_idx
 from ffrep.datasets import DATASETS
 
-from conftest import FASHION_MNIST, write_idx
+from helpers import FASHION_MNIST, write_idx
 
 FMNIST = DATASETS["fashion_mnist"]
 

@@ -12,6 +12,9 @@ import pytest
 import torch
 import torchvision.datasets as tvd
 import torchvision.datasets.utils as tv_utils
+
+from ffrep import data
+
 from fakedata import (
     IDX_NAMES,
     files_under,
@@ -21,8 +24,6 @@ from fakedata import (
     write_idx_folder,
     write_prepared,
 )
-
-from ffrep import data
 
 MEAN, STD = [0.1307], [0.3081]
 GOOD_COPY = "point data.local_raw.fashion_mnist at a folder with a good copy"

@@ -3,10 +3,11 @@
 import numpy as np
 import pandas as pd
 import pytest
-from analysis_data import SHARED, driven_units, write_file
 
 from ffrep.analysis import write_ensemble_tables
 from ffrep.ensembles import bp_confusion, image_similarity, run_ensembles
+
+from analysis_data import SHARED, driven_units, write_file
 
 
 @pytest.fixture

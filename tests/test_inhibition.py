@@ -3,12 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from analysis_data import run_config
 
 from ffrep.activations import build_dataset, hidden_activations
 from ffrep.datasets import DATASETS
 from ffrep.inhibition import inhibition_tables, layer_drives
 from ffrep.models import build_model
+
+from analysis_data import run_config
 
 
 def test_layer_drives_of_a_constructed_layer():

@@ -5,7 +5,7 @@ import torch
 
 from ffrep.train import TrainingDiverged, load_model, train_run
 
-from conftest import small_run
+from helpers import small_run
 
 
 def _train(tmp_path, prepared, run, name="run"):

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from fakedata import shrink, tiny_tmpfs, write_prepared
 
 from ffrep import train
 from ffrep.config import RunConfig
 from ffrep.io import atomic_path
+
+from fakedata import shrink, tiny_tmpfs, write_prepared
 
 
 def tiny_run(algorithm="ff", seed=0, **changes) -> RunConfig:

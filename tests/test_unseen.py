@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from analysis_data import activations, write_file
 
 from ffrep.config import load_config
 from ffrep.unseen import (
@@ -11,6 +10,8 @@ from ffrep.unseen import (
     unseen_problems,
     unseen_run,
 )
+
+from analysis_data import activations, write_file
 
 REPO_CONFIG = "config/test.yaml"
 

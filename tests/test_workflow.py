@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from conftest import REPO, copy_workflow, snakemake
+from helpers import REPO, copy_workflow, snakemake
 
 
 def test_default_config_plans_the_paper_grid_without_data(tmp_path):
