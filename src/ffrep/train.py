@@ -149,7 +149,8 @@ class Checkpointer:
         if self.path is None or not self.path.exists():
             return None
         try:
-            payload = torch.load(self.path, weights_only=True)
+            # on the CPU first: a checkpoint from a GPU node also resumes on a CPU
+            payload = torch.load(self.path, weights_only=True, map_location="cpu")
         except Exception as err:
             log.warning("ignoring unreadable checkpoint %s (%s)", self.path, err)
             return None
