@@ -81,22 +81,24 @@ def cmd_train_seeds(args) -> None:
 def cmd_prepare_data(args) -> None:
     from ffrep.config import load_config, normalization
     from ffrep.data import prepare
+    from ffrep.datasets import DATASETS
 
+    info = DATASETS[args.dataset]
+    root, download, local_raw = None, True, None
+    mean, std = info.mean, info.std
     if args.config:
         config = load_config(args.config)
         data = config["data"]
         mean, std = normalization(config, args.dataset)
         root, download = data["root"], data["download"]
         local_raw = data["local_raw"].get(args.dataset)
-    else:
-        if args.root is None:
-            raise SystemExit("ffrep prepare-data: give --config, or --root and --out")
-        root, download, local_raw = args.root, args.download, args.local_raw
-        mean, std = args.mean, args.std
-        if mean is None or std is None:
-            from ffrep.datasets import DATASETS
-
-            mean, std = DATASETS[args.dataset].mean, DATASETS[args.dataset].std
+    # a flag given on the command line wins over the config
+    root = args.root or root
+    if root is None:
+        raise SystemExit("ffrep prepare-data: give --config, or --root")
+    download = download if args.download is None else args.download
+    local_raw = args.local_raw or local_raw
+    mean, std = args.mean or mean, args.std or std
     out = args.out or Path(root) / "prepared" / f"{args.dataset}.pt"
     prepare(args.dataset, root, out, mean, std, download, local_raw)
 
@@ -212,17 +214,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
     p = sub.add_parser("train", help="train one run (FF, BP/FF or BP)")
-    p.add_argument("--config", default="config/config.yaml")
-    p.add_argument("--dataset")
+    p.add_argument(
+        "--config",
+        default="config/config.yaml",
+        help="the workflow config the run's settings come from (%(default)s)",
+    )
+    p.add_argument("--dataset", help="mnist, fashion_mnist, svhn or cifar10")
     p.add_argument("--algorithm", choices=["ff", "bp_ff", "bp"])
-    p.add_argument("--architecture")
+    p.add_argument("--architecture", help="a name under the config's architectures")
     p.add_argument("--seed", type=int)
     p.add_argument("--run-json", help="a resolved run config (as the workflow passes)")
     p.add_argument("--data", required=True, help="prepared dataset file (.pt)")
-    p.add_argument("--out-dir", default="results/runs")
-    p.add_argument("--model")
-    p.add_argument("--metrics")
-    p.add_argument("--checkpoint")
+    p.add_argument(
+        "--out-dir",
+        default="results/runs",
+        help="outputs go to OUT_DIR/DATASET/ALGORITHM/ARCHITECTURE/seedSEED/"
+        " (%(default)s, which the workflow also uses: pick another for debugging)",
+    )
+    p.add_argument("--model", help="weights file (overrides --out-dir)")
+    p.add_argument("--metrics", help="metrics JSON file (overrides --out-dir)")
+    p.add_argument("--checkpoint", help="checkpoint file (overrides --out-dir)")
     p.add_argument(
         "--threads", type=int, help="torch threads, unless the run config sets them"
     )

@@ -260,7 +260,9 @@ def overlap_heatmap(table, dataset: str, architecture: str, outputs) -> None:
                     .reindex(index=range(k), columns=range(k))
                     .values
                 )
-                im = ax.imshow(mat, cmap="Blues", vmin=0)
+                # an all-zero panel still maps 0 to the palette's white end
+                top = np.nanmax(mat) if np.isfinite(mat).any() else 0.0
+                im = ax.imshow(mat, cmap="Blues", vmin=0, vmax=max(top, 1.0))
                 for i in range(k):
                     for j in range(k):
                         if np.isfinite(mat[i, j]):
