@@ -71,7 +71,7 @@ def test_labelled_pre_equals_the_layer_on_the_labelled_input(dataset, normalizat
 
     base = x.clone()
     scale = label_free_(base, overlay, normalization)
-    fast = labelled_pre(layer, overlay.label_matrix(), base, scale, labels)
+    fast = labelled_pre(layer, overlay.positions, base, scale, labels)
     torch.testing.assert_close(fast, direct, rtol=1e-5, atol=1e-5)
 
 
@@ -137,6 +137,9 @@ def reference_ff(net, x, y, run):
         {"negative_sampling": "uniform"},
         {"resample_negatives": True},
         {"input_normalization": "none", "goodness": "sum_of_squares"},
+        {"ff_deeper_inputs": "recomputed"},
+        {"ff_deeper_inputs": "recomputed", "negative_sampling": "uniform"},
+        {"ff_deeper_inputs": "recomputed", "resample_negatives": True},
     ],
 )
 def test_train_ff_equals_the_straightforward_loop(changes):
@@ -221,7 +224,8 @@ def test_benchmark_runs_in_quick_mode(capsys):
         "BP/FF epoch",
         "BP epoch",
         "FF prediction, 10 labels",
-        "FF training memory (svhn size)",
+        "FF training memory (svhn size, stored inputs)",
+        "FF training memory (svhn size, recomputed inputs)",
     ):
         assert expected in cases
     ours = table[table["method"] == "ffrep"]
@@ -240,6 +244,10 @@ def test_training_flops_count_each_product():
     uniform = small_run(hidden_units=[5, 3], epochs=2, negative_sampling="uniform")
     saved = 2 * 2 * 2 * n * d * 5  # the first layer's image product, once not twice
     assert plan.training_flops(uniform, n) == expected - saved
+    recomputed = small_run(hidden_units=[5, 3], epochs=2, ff_deeper_inputs="recomputed")
+    # layer 2's batches go through layer 1 every epoch; no pass builds its inputs
+    again = 2 * 2 * (2 * n) * d * 5
+    assert plan.training_flops(recomputed, n) == expected - 2 * (2 * n) * d * 5 + again
     bp = small_run("bp", hidden_units=[5], epochs=1)
     fwd = n * (d * 5 + 5 * N_CLASSES)
     assert plan.training_flops(bp, n) == 2 * (2 * fwd + n * 5 * N_CLASSES)
@@ -363,6 +371,13 @@ def test_batch_seeds_is_validated():
                 "forward_forward": {"resample_negatives": True},
             },
         )
+    with pytest.raises(ValueError, match="ff_deeper_inputs: stored"):
+        load_config(
+            "config/test.yaml",
+            {"training": {"batch_seeds": True, "ff_deeper_inputs": "recomputed"}},
+        )
+    with pytest.raises(ValueError, match="ff_deeper_inputs"):
+        load_config("config/test.yaml", {"training": {"ff_deeper_inputs": "disk"}})
 
 
 @pytest.mark.parametrize("kind", ["l2_norm", "sum_of_squares", "mean_of_squares"])

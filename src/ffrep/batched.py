@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ffrep.config import RunConfig
-from ffrep.models import FFNet, goodness, one_hot, relu_normalize_
+from ffrep.models import FFNet, goodness, labelled_input_, relu_normalize_
 from ffrep.train import (
     CHUNK,
     FFData,
@@ -79,10 +79,11 @@ class SeedData:
     def first_pre(self, layer: StackedLinear, rows, labels) -> torch.Tensor:
         """(S, R) image rows and labels -> (S, R, H) first-layer pre-activations."""
         d = self.data
-        label_rows = torch.matmul(d.label_matrix, layer.weight.transpose(1, 2))
-        onehot = one_hot(labels, label_rows.dtype)  # (S, R, 10)
-        onehot = onehot * d.label_scale[rows][..., None]
-        return torch.baddbmm(layer(d.base[rows]), onehot, label_rows)
+        s, r = rows.shape
+        inputs = d.base.index_select(0, rows.flatten())  # a copy, (S·R, D)
+        scale = d.label_scale[rows.flatten()]
+        inputs = labelled_input_(inputs, d.overlay.positions, scale, labels.flatten())
+        return layer(inputs.view(s, r, -1))
 
     def batch_pre(self, layer: StackedLinear, idx: torch.Tensor) -> torch.Tensor:
         """(S, B) positives -> (S, 2B, H): the positives, then their negatives."""

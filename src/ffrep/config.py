@@ -234,6 +234,15 @@ def _semantic_problems(config: dict[str, Any]) -> list[str]:
             "training.batch_seeds: batched seeds need fixed negatives; set"
             " forward_forward.resample_negatives: false or batch_seeds: false"
         )
+    if (
+        config["training"]["batch_seeds"]
+        and config["training"]["ff_deeper_inputs"] == "recomputed"
+    ):
+        # TODO(batched recompute): rebuild the stacked seeds' inputs per batch
+        problems.append(
+            "training.batch_seeds: batched seeds keep their deeper inputs stored;"
+            " set training.ff_deeper_inputs: stored or batch_seeds: false"
+        )
     held_out = config["forward_forward"]["held_out_classes"]
     if len(held_out) > N_CLASSES - 2:
         problems.append(
@@ -295,6 +304,7 @@ class RunConfig:
     num_threads: int | None = None
     checkpoint_every_epochs: int = 10
     precision: str = "fp32"
+    ff_deeper_inputs: str = "stored"
     label_input: str = "true_label"
     compression_level: int = 4
 
@@ -345,6 +355,7 @@ def resolve_run(
         num_threads=training["num_threads"],
         checkpoint_every_epochs=training["checkpoint_every_epochs"],
         precision=training["precision"],
+        ff_deeper_inputs=training["ff_deeper_inputs"],
         label_input=config["activations"]["label_input"],
         compression_level=config["activations"]["compression_level"],
     )

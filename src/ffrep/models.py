@@ -136,25 +136,35 @@ def label_free_(
     return scale
 
 
+def labelled_input_(
+    rows: torch.Tensor,
+    positions: torch.Tensor,
+    scale: torch.Tensor,
+    labels: torch.Tensor,
+) -> torch.Tensor:
+    """Write the labels into label-free normalised inputs (see
+    :func:`label_free_`), in place: (R, D) with (R,) scales and (R,) labels.
+
+    ``positions`` (10, C) are the flat positions of each label; the label
+    region of ``rows`` is zero, so the normalised labelled input is ``rows``
+    with ``scale`` at its label's positions.
+    """
+    r = torch.arange(rows.shape[0], device=rows.device)[:, None]
+    rows[r, positions[labels]] = scale[:, None].to(rows.dtype)
+    return rows
+
+
 def labelled_pre(
     layer: nn.Linear,
-    label_matrix: torch.Tensor,
+    positions: torch.Tensor,
     base: torch.Tensor,
     scale: torch.Tensor,
     labels: torch.Tensor,
 ) -> torch.Tensor:
     """First-layer pre-activations of labelled, normalised inputs from their
-    parts (see :func:`label_free_`): (R, D), (R,), (R,) -> (R, H).
-
-    The label enters as a column add, ``scale · W e_c``, instead of through
-    the product with the whole input.
-    """
-    # (10, H): each label's weight columns, summed over channels
-    label_rows = F.linear(label_matrix, layer.weight)  # (10, H)
-    onehot = (one_hot(labels) * scale[:, None]).to(label_rows.dtype)  # (R, 10)
-    # in place, as the backward pass does not keep the product's output; an
-    # in-place op is not autocast, hence the explicit dtype above
-    return F.linear(base, layer.weight, layer.bias).addmm_(onehot, label_rows)
+    parts (see :func:`label_free_`): (R, D), (R,), (R,) -> (R, H). ``base`` is
+    left as it is; no row is normalised again."""
+    return layer(labelled_input_(base.clone(), positions, scale, labels))
 
 
 def unit_normalize(x: torch.Tensor, kind: str) -> torch.Tensor:
@@ -238,33 +248,38 @@ def ff_label_goodness(
     x: torch.Tensor,
     overlay: LabelOverlay,
     kind: str,
-    chunk: int = 2048,
+    chunk: int = 128,
 ) -> torch.Tensor:
     """Goodness of every layer for every candidate label: (N, 10, L).
 
     The ten labelled copies of an image differ only in the label region and
     have the same length, so the first layer's product with the image part is
-    computed once and the label's columns are added per candidate.
+    computed once and the label's columns are added per candidate. ``chunk``
+    images (ten times as many rows) at a time keep a layer's input and output
+    in the CPU's cache, where the products run fastest.
     """
     n_layers = len(net.layers)
     out = torch.empty(x.shape[0], N_CLASSES, n_layers, device=x.device)
     first = net.layers[0]
-    # (H, 10): the first layer's weight summed over each label's positions
-    label_cols = first.weight[:, overlay.positions].sum(-1)
+    # (10, H): the label value times the first layer's weight summed over each
+    # label's positions
+    label_rows = overlay.value * first.weight[:, overlay.positions].sum(-1).T
+    # one label entry per channel contributes value² to the squared length
+    label_sq = overlay.positions.shape[1] * overlay.value**2
     for start in range(0, x.shape[0], chunk):
         xb = x[start : start + chunk].clone()
         xb[:, overlay.region] = 0
-        # one label entry per channel contributes value² to the squared length
-        sq = xb.pow(2).sum(-1, keepdim=True) + overlay.positions.shape[1] * (
-            overlay.value**2
-        )
-        scale = 1.0 / sq.sqrt().clamp_min(EPS) if net.normalization == "l2" else 1.0
-        base = xb @ first.weight.T  # (B, H)
-        # (B, 10, H): first-layer pre-activations of the ten labelled copies
-        pre = base[:, None, :] + overlay.value * label_cols.T[None, :, :]
         if net.normalization == "l2":
-            pre = pre * scale[:, :, None]
-        h = F.relu(pre + first.bias).reshape(-1, pre.shape[-1])  # (B*10, H)
+            scale = (xb.pow(2).sum(-1, keepdim=True) + label_sq).sqrt()
+            scale = scale.clamp_min(EPS).reciprocal()  # (B, 1)
+        else:
+            scale = xb.new_ones(xb.shape[0], 1)
+        # (B, H): the shared image part, scaled, with the bias
+        shared = torch.addcmul(first.bias, xb @ first.weight.T, scale)
+        # (B, 10, H): first-layer pre-activations of the ten labelled copies
+        pre = xb.new_empty(xb.shape[0], N_CLASSES, shared.shape[1])
+        torch.addcmul(shared[:, None, :], scale[:, :, None], label_rows, out=pre)
+        h = F.relu_(pre).view(-1, pre.shape[-1])  # (B*10, H)
         out[start : start + chunk, :, 0] = goodness(h, kind).view(-1, N_CLASSES)
         for i in range(1, n_layers):
             h = net.layer_forward(i, h)

@@ -77,6 +77,10 @@ def training_flops(run: RunConfig, n: int | None = None) -> float:
     total = 0.0
     for layer, (r, m) in enumerate(zip(rows, macs, strict=True)):
         total += run.epochs * 2 * r * m  # forward and weight gradient
+        if run.ff_deeper_inputs == "recomputed":
+            # every batch's positives and negatives through the frozen layers
+            total += run.epochs * 2 * n * sum(macs[:layer])
+            continue
         if layer + 1 < len(macs):
             # the pass that builds the next layer's inputs (fixed negatives too)
             total += (n if run.resample_negatives else 2 * n) * m

@@ -35,7 +35,7 @@ from ffrep.models import (
     ff_predict,
     goodness,
     label_free_,
-    labelled_pre,
+    labelled_input_,
     one_hot,
     relu_goodness,
     relu_normalize_,
@@ -301,9 +301,10 @@ class FFData:
 
     def pre(self, layer, rows: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """First-layer pre-activations of images ``rows`` labelled ``labels``."""
-        base = self.base.index_select(0, rows)  # a gather faster than base[rows]
+        # the gather (faster than base[rows]) is a copy the label is written into
+        base = self.base.index_select(0, rows)
         scale = self.label_scale[rows]
-        return labelled_pre(layer, self.label_matrix, base, scale, labels)
+        return layer(labelled_input_(base, self.overlay.positions, scale, labels))
 
     def batch_pre(self, layer, idx, image, wrong) -> torch.Tensor:
         """(2B, H) first-layer pre-activations of positives ``idx``, then of
@@ -327,12 +328,15 @@ class FFInputs:
     The first layer reads :class:`FFData`; a deeper layer reads the normalised
     outputs of the layers below, ``n(h)``, of the positives and of the fixed
     negatives (resampled negatives are passed through the frozen layers per
-    batch instead).
+    batch instead). With ``training.ff_deeper_inputs: recomputed`` nothing is
+    stored: the batch's positives and negatives are passed through the frozen
+    layers at every step, so only the images are kept.
     """
 
     def __init__(self, net: FFNet, ffdata: FFData):
         self.net, self.data = net, ffdata
         self.layer = 0
+        self.recompute = ffdata.run.ff_deeper_inputs == "recomputed"
         self.hp: torch.Tensor | None = None  # (N, H) n(h) of the positives
         self.hn: torch.Tensor | None = None  # (N, H) n(h) of the fixed negatives
 
@@ -342,10 +346,25 @@ class FFInputs:
         image, wrong = self.data.negatives(epoch)
         if self.layer == 0:
             return lambda idx: self.data.batch_pre(layer, idx, image, wrong)
-        if self.hn is not None:
+        if self.recompute:
+            y = self.data.y_device
             return lambda idx: layer(
-                torch.cat([self.hp.index_select(0, idx), self.hn.index_select(0, idx)])
+                self._through_frozen(
+                    torch.cat([idx, image[idx]]), torch.cat([y[idx], wrong[idx]])
+                )
             )
+        if self.hn is not None:
+            hp, hn = self.hp, self.hn
+
+            def stored(idx):
+                # both gathers straight into the batch, no concatenated copy
+                b = idx.shape[0]
+                rows = hp.new_empty(2 * b, hp.shape[1])
+                torch.index_select(hp, 0, idx, out=rows[:b])
+                torch.index_select(hn, 0, idx, out=rows[b:])
+                return layer(rows)
+
+            return stored
         return lambda idx: layer(
             torch.cat([self.hp[idx], self._through_frozen(image[idx], wrong[idx])])
         )
@@ -361,6 +380,10 @@ class FFInputs:
     def advance(self) -> None:
         """Pass the inputs through the layer just trained; they become the next
         layer's inputs, over the old storage where the widths allow."""
+        if self.recompute:
+            # every batch is passed through the frozen layers instead
+            self.layer += 1
+            return
         data, layer = self.data, self.net.layers[self.layer]
         norm = self.net.normalization
         width = layer.out_features
@@ -459,8 +482,9 @@ def train_ff(net: FFNet, ffdata: FFData, run: RunConfig, ckpt, checkpointer, gen
                     )
                 )
         progress.close()
-        # a trained layer's gradients are not needed again
+        # a trained layer's gradients and optimiser state are not needed again
         net.layers[layer_index].zero_grad(set_to_none=True)
+        del opt
         if layer_index + 1 < len(net.layers):
             inputs.advance()
             checkpointer.save(
