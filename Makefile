@@ -36,7 +36,7 @@ demo: venv
 # demo's prepared Fashion-MNIST when it is there, synthetic data otherwise.
 bench: venv
 	mkdir -p results/bench
-	$(BIN)/ffrep bench --csv results/bench/bench.csv \
+	$(BIN)/ffrep bench --svhn --csv results/bench/bench.csv \
 	  $$( [ -f resources/data/prepared/fashion_mnist.pt ] && \
 	      echo --data resources/data/prepared/fashion_mnist.pt )
 

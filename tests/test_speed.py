@@ -233,6 +233,15 @@ def test_benchmark_runs_in_quick_mode(capsys):
     assert len(checked) >= 5 and (checked < 1e-3).all()
     assert (table["seconds"] > 0).all()
     assert "| case |" in bench.format_table(table)
+    checked = bench.targets(table)
+    assert len(checked) == len(bench.TARGETS)
+    memory = table[table["case"].str.startswith("FF training memory")]
+    assert (memory["peak_vs_data"] > 0).all()
+    # a target is met exactly when the measured value is within its limit
+    assert (
+        (checked["measured"] <= checked["limit"]) == (checked["met"] == "yes")
+    ).all()
+    assert "| target |" in bench.format_table(checked)
 
 
 def test_training_flops_count_each_product():

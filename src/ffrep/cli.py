@@ -175,7 +175,7 @@ def cmd_check_config(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from ffrep.bench import CASES, format_table, run_benchmark
+    from ffrep.bench import CASES, format_table, run_benchmark, targets
 
     if args.threads:
         import torch
@@ -184,6 +184,9 @@ def cmd_bench(args) -> None:
     cases = tuple(args.case or CASES) + (("svhn",) if args.svhn else ())
     table = run_benchmark(args.quick, args.data, args.device, cases)
     sys.stdout.write(format_table(table) + "\n")
+    if not args.quick:
+        # the targets are set for the full sizes
+        sys.stdout.write("\n" + format_table(targets(table)) + "\n")
     if args.csv:
         from ffrep.io import write_csv
 
