@@ -8,8 +8,7 @@ a busy machine whose absolute times do not. The straightforward references are
 written here, for the benchmark only: a DataLoader over a TensorDataset, a
 device copy per batch, separate positive and negative passes and a ``.item()``
 per step. The matmul bound of an epoch is the time of its matrix products
-alone, each timed at its own shape in this run at the rate of a burst of
-back-to-back products.
+alone, run back to back at their shapes, as many as the epoch runs.
 """
 
 from __future__ import annotations
@@ -17,10 +16,12 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import multiprocessing
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -70,7 +71,6 @@ class Sizes:
     hidden_units: list[int] = field(default_factory=lambda: [1000, 1000, 1000])
     batch_size_ff: int = 1024
     batch_size_bp: int = 2048
-    gemm_repeats: int = 10
     # every timed case runs this many times, in turn with the ones it is
     # compared with; the least time of each counts
     rounds: int = 3
@@ -80,7 +80,7 @@ CASES = ("ff", "bp_ff", "bp", "predict", "netcdf")
 FULL = Sizes()
 QUICK = Sizes(
     n_train=2048, n_test=512, hidden_units=[64, 64, 64], batch_size_ff=256,
-    batch_size_bp=256, gemm_repeats=3, rounds=2,
+    batch_size_bp=256, rounds=2,
 )  # fmt: skip
 SVHN = Sizes(dataset="svhn", n_train=73_257, n_test=26_032, hidden_units=[3072] * 3)
 
@@ -256,37 +256,44 @@ def interleaved(
     return best, (bound_s, flops)
 
 
-def gemm_seconds(m: int, k: int, n: int, device, repeats: int) -> float:
-    """Time of one (m, k) @ (k, n) product at the sustained rate: ``repeats``
-    products back to back, as a training loop runs them, after one to warm up."""
-    a = torch.randn(m, k, device=device)
-    b = torch.randn(k, n, device=device)
-    out = torch.empty(m, n, device=device)
-    torch.mm(a, b, out=out)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(repeats):
+def matmul_bound(widths, rows: int, n_rows: int, device, input_grads):
+    """Seconds of an epoch's matmuls alone, run back to back as the epoch runs
+    them: ``n_rows / rows`` steps, each with every layer's forward product, and
+    then its weight gradient and, for the layers in ``input_grads``, its input
+    gradient. Returns (seconds, FLOPs)."""
+    shapes, step_flops = [], 0.0
+    layers = list(zip(widths[:-1], widths[1:], strict=True))
+    for d, h in layers:
+        shapes.append((rows, d, h))  # forward
+        step_flops += 2.0 * rows * d * h
+    for layer, (d, h) in reversed(list(enumerate(layers))):
+        shapes.append((h, rows, d))  # weight gradient
+        step_flops += 2.0 * rows * d * h
+        if layer in input_grads:
+            shapes.append((rows, h, d))
+            step_flops += 2.0 * rows * d * h
+    operands = [
+        (
+            torch.randn(m, k, device=device),
+            torch.randn(k, n, device=device),
+            torch.empty(m, n, device=device),
+        )
+        for m, k, n in shapes
+    ]
+    steps = n_rows / rows
+    run_steps = max(1, round(steps))
+    for a, b, out in operands:  # warm-up
         torch.mm(a, b, out=out)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / repeats
-
-
-def matmul_bound(widths, rows: int, n_rows: int, device, repeats, input_grads):
-    """Seconds of an epoch's matmuls alone: per step and layer the forward
-    product and the weight gradient, and the input gradient of the layers in
-    ``input_grads``; ``n_rows / rows`` steps. Returns (seconds, FLOPs)."""
-    step_s, step_flops = 0.0, 0.0
-    for layer, (d, h) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-        step_s += gemm_seconds(rows, d, h, device, repeats)  # forward
-        step_s += gemm_seconds(h, rows, d, device, repeats)  # weight gradient
-        step_flops += 4.0 * rows * d * h
-        if layer in input_grads:
-            step_s += gemm_seconds(rows, h, d, device, repeats)
-            step_flops += 2.0 * rows * d * h
-    steps = n_rows / rows
-    return step_s * steps, step_flops * steps
+    t0 = time.perf_counter()
+    for _ in range(run_steps):
+        for a, b, out in operands:
+            torch.mm(a, b, out=out)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - t0) * steps / run_steps
+    return seconds, step_flops * steps
 
 
 def _epoch_loss(epoch_fn: Callable, *args) -> float:
@@ -490,9 +497,7 @@ def _ff_layer(inputs: FFInputs, layer, ref_layer, pos, neg, order, run, sizes):
     def bound():
         widths = [layer.in_features, layer.out_features]
         rows = 2 * run.batch_size
-        return matmul_bound(
-            widths, rows, 2 * order.shape[0], device, sizes.gemm_repeats, ()
-        )
+        return matmul_bound(widths, rows, 2 * order.shape[0], device, ())
 
     best = interleaved(
         device, sizes.rounds, {"ffrep": ours, "reference": reference}, bound
@@ -552,7 +557,6 @@ def bench_bp_ff(splits, sizes: Sizes, device) -> list[Row]:
             2 * run.batch_size,
             2 * x.shape[0],
             device,
-            sizes.gemm_repeats,
             range(1, len(run.hidden_units)),
         ),
     )
@@ -592,7 +596,6 @@ def bench_bp(splits, sizes: Sizes, device) -> list[Row]:
             run.batch_size,
             x.shape[0],
             device,
-            sizes.gemm_repeats,
             range(1, len(widths) - 1),
         ),
     )
@@ -701,7 +704,6 @@ def bench_ff_memory(sizes: Sizes, folder: Path, max_steps: int = 2) -> list[Row]
     """Peak host memory of FF training from a prepared file of ``sizes``: the
     data copy, every layer (``max_steps`` steps each) and the passes between."""
     log.info("FF training memory, %s size", sizes.dataset)
-    device = torch.device("cpu")
     path = folder / f"{sizes.dataset}-synthetic.pt"
     splits = synthetic_splits(sizes)
     torch.save(
@@ -717,9 +719,19 @@ def bench_ff_memory(sizes: Sizes, folder: Path, max_steps: int = 2) -> list[Row]
     rows = []
     for inputs_kind in ("stored", "recomputed"):
         run = bench_run(sizes, "ff", ff_deeper_inputs=inputs_kind)
-        _, seconds, peak_mb = timed(
-            device, _train_from_file, path, sizes, run, max_steps, anonymous=True
-        )
+        # in a fresh process: what earlier cases left to the allocator would
+        # otherwise be reused without showing in the resident memory
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+            job = pool.submit(
+                _memory_of_training,
+                path,
+                sizes,
+                run,
+                max_steps,
+                torch.get_num_threads(),
+            )
+            seconds, peak_mb = job.result()
         rows.append(
             Row(
                 f"FF training memory ({sizes.dataset} size, {inputs_kind} inputs)",
@@ -732,6 +744,29 @@ def bench_ff_memory(sizes: Sizes, folder: Path, max_steps: int = 2) -> list[Row]
         )
     path.unlink()
     return rows
+
+
+def _memory_of_training(path, sizes, run, max_steps, threads) -> tuple[float, float]:
+    """(seconds, peak anonymous MiB) of :func:`_train_from_file`, in this
+    process from its start."""
+    torch.set_num_threads(threads)
+    # the runtime's own first-use allocations (thread pools, BLAS buffers) are
+    # made before the measurement starts
+    layer = torch.nn.Linear(256, 256)
+    opt = torch.optim.Adam(layer.parameters(), fused=True)
+    layer(torch.randn(512, 256)).relu().norm(dim=1).sum().backward()
+    opt.step()
+    del layer, opt
+    _, seconds, peak_mb = timed(
+        torch.device("cpu"),
+        _train_from_file,
+        path,
+        sizes,
+        run,
+        max_steps,
+        anonymous=True,
+    )
+    return seconds, peak_mb
 
 
 def _train_from_file(path: Path, sizes: Sizes, run: RunConfig, max_steps: int):

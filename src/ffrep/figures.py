@@ -81,7 +81,7 @@ def activation_wall(path, outputs, max_per_class: int = 200, samples="correct"):
             for ax, (layer, da) in zip(axes[0], layers, strict=True):
                 wall = da.values[order]
                 vmax = np.percentile(wall, 99) if wall.size else 1.0
-                ax.imshow(
+                im = ax.imshow(
                     wall,
                     aspect="auto",
                     interpolation="nearest",
@@ -89,6 +89,8 @@ def activation_wall(path, outputs, max_per_class: int = 200, samples="correct"):
                     vmin=0,
                     vmax=max(vmax, 1e-6),
                 )
+                # each layer's scale ends at its 99th percentile
+                fig.colorbar(im, ax=ax, fraction=0.05, label="activation")
                 ax.set_title(f"layer {layer}")
                 ax.set_xlabel("unit")
                 bounds = np.cumsum([len(r) for r in rows])
@@ -128,18 +130,29 @@ def _panels(n: int, width: float = 4.2, height: float = 3.4, **kw):
     return fig, axes[0]
 
 
-def grouped_bars(ax, frame, value: str, groups: list, group_labels, by: str):
-    """Bars of ``value`` per group (x) and algorithm (colour), mean ± 95 % CI."""
+def grouped_bars(
+    ax, frame, value: str, groups: list, group_labels, by: str, bounds=None
+):
+    """Bars of ``value`` per group (x) and algorithm (colour), mean ± 95 % CI;
+    with ``bounds`` (low, high), the interval is cut at the measure's range."""
     algorithms = _algorithms(frame)
     width = 0.8 / max(len(algorithms), 1)
     for i, algorithm in enumerate(algorithms):
         stats = seed_stats(frame[frame.algorithm == algorithm], [by], value)
         stats = stats.reindex(groups)
+        ci = stats["ci"].fillna(0).to_numpy()
+        yerr = np.vstack([ci, ci])
+        if bounds is not None:
+            mean = stats["mean"].to_numpy()
+            yerr = np.vstack(
+                [np.minimum(ci, mean - bounds[0]), np.minimum(ci, bounds[1] - mean)]
+            )
+            yerr = np.nan_to_num(np.maximum(yerr, 0))
         ax.bar(
             np.arange(len(groups)) + (i - (len(algorithms) - 1) / 2) * width,
             stats["mean"],
             width,
-            yerr=stats["ci"].fillna(0),
+            yerr=yerr,
             label=ALGORITHM_LABELS[algorithm],
             color=ALGORITHM_COLORS[algorithm],
             capsize=1.5,
@@ -148,8 +161,9 @@ def grouped_bars(ax, frame, value: str, groups: list, group_labels, by: str):
     ax.set_xticks(np.arange(len(groups)), group_labels, rotation=60, ha="right")
 
 
-def per_class_bars(table, dataset, architecture, value, ylabel, title):
-    """One panel per layer: ``value`` per class and algorithm, mean ± 95 % CI."""
+def per_class_bars(table, dataset, architecture, value, ylabel, title, bounds=None):
+    """One panel per layer: ``value`` per class and algorithm, mean ± 95 % CI
+    (cut at ``bounds``, the measure's range, if given)."""
     frame = _select(pd.read_csv(table), dataset, architecture)
     classes = list(DATASETS[dataset].classes)
     layers = sorted(frame.layer.unique())
@@ -157,10 +171,14 @@ def per_class_bars(table, dataset, architecture, value, ylabel, title):
         fig, axes = _panels(len(layers), sharey=True)
         for ax, layer in zip(axes, layers, strict=False):
             sub = frame[frame.layer == layer]
-            grouped_bars(ax, sub, value, list(range(len(classes))), classes, "label")
+            grouped_bars(
+                ax, sub, value, list(range(len(classes))), classes, "label", bounds
+            )
             ax.set_title(f"layer {layer}")
-        axes[0].set_ylabel(f"{ylabel}\n({CI_NOTE})")
-        axes[-1].legend(frameon=False)
+        note = CI_NOTE if bounds is None else f"{CI_NOTE}, cut at {bounds}"
+        axes[0].set_ylabel(f"{ylabel}\n({note})")
+        # beside the last panel, where it covers no bar
+        axes[-1].legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         fig.suptitle(f"{dataset} · {architecture}: {title}")
         return fig
 
@@ -175,6 +193,7 @@ def hoyer_by_class(table, dataset: str, architecture: str, outputs) -> None:
         "hoyer",
         "Hoyer sparseness",
         "sparseness per class",
+        bounds=(0, 1),
     )
     for ax in fig.axes:
         ax.set_ylim(0, 1)
