@@ -64,3 +64,25 @@ def test_mixed_selectivity_and_class_means(tables):
     assert out.stat().st_size > 10_000
     figures.class_mean_units(files[0], [tmp / "means.png"], 2.0)
     assert (tmp / "means.png").stat().st_size > 10_000
+
+
+def test_bounded_intervals_stop_at_the_measures_range():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # two seeds a little below 1: the 95 % t-interval (df = 1) reaches far past 1
+    frame = pd.DataFrame(
+        {"algorithm": "ff", "label": [0, 0, 1, 1], "hoyer": [0.95, 0.99, 0.2, 0.6]}
+    )
+    fig, ax = plt.subplots()
+    figures.grouped_bars(ax, frame, "hoyer", [0, 1], ["a", "b"], "label", (0, 1))
+    from matplotlib.container import BarContainer
+
+    (bars,) = [c for c in ax.containers if isinstance(c, BarContainer)]
+    segments = bars.errorbar.lines[2][0].get_segments()
+    low, high = sorted(segments[0][:, 1])
+    assert high == pytest.approx(1.0) and low < 0.97
+    assert all(s[:, 1].min() >= 0.0 for s in segments)
+    plt.close(fig)
