@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ffrep.config import RunConfig
-from ffrep.models import FFNet, goodness, labelled_input_, relu_normalize_
+from ffrep.models import FFNet, goodness, relu_normalize_
 from ffrep.train import (
     CHUNK,
     FFData,
@@ -78,11 +78,8 @@ class SeedData:
 
     def first_pre(self, layer: StackedLinear, rows, labels) -> torch.Tensor:
         """(S, R) image rows and labels -> (S, R, H) first-layer pre-activations."""
-        d = self.data
         s, r = rows.shape
-        inputs = d.base.index_select(0, rows.flatten())  # a copy, (S·R, D)
-        scale = d.label_scale[rows.flatten()]
-        inputs = labelled_input_(inputs, d.overlay.positions, scale, labels.flatten())
+        inputs = self.data.labelled(rows.flatten(), labels.flatten())  # (S·R, D)
         return layer(inputs.view(s, r, -1))
 
     def batch_pre(self, layer: StackedLinear, idx: torch.Tensor) -> torch.Tensor:

@@ -299,12 +299,16 @@ class FFData:
     def negatives(self, epoch: int):
         return self.fixed if self.fixed is not None else self.draw(epoch)
 
-    def pre(self, layer, rows: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """First-layer pre-activations of images ``rows`` labelled ``labels``."""
+    def labelled(self, rows: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(R, D) normalised inputs of images ``rows`` labelled ``labels``."""
         # the gather (faster than base[rows]) is a copy the label is written into
         base = self.base.index_select(0, rows)
         scale = self.label_scale[rows]
-        return layer(labelled_input_(base, self.overlay.positions, scale, labels))
+        return labelled_input_(base, self.overlay.positions, scale, labels)
+
+    def pre(self, layer, rows: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """First-layer pre-activations of images ``rows`` labelled ``labels``."""
+        return layer(self.labelled(rows, labels))
 
     def batch_pre(self, layer, idx, image, wrong) -> torch.Tensor:
         """(2B, H) first-layer pre-activations of positives ``idx``, then of
