@@ -45,17 +45,22 @@ def prepared(tmp_path_factory):
     )
 
 
-def run_config(algorithm: str):
+def run_config(variant: str):
+    """The tiny run of ``variant``: an algorithm, or ``ff/<deeper inputs>``."""
+    algorithm, _, deeper = variant.partition("/")
+    training = {
+        "checkpoint_every_epochs": EVERY,
+        "hyperparameters": {
+            algorithm: {"default": {"epochs": EPOCHS, "batch_size": 128}}
+        },
+    }
+    if deeper:
+        training["ff_deeper_inputs"] = deeper
     config = load_config(
         REPO / "config" / "test.yaml",
         {
             "data": {"max_train_samples": 600, "max_test_samples": 200},
-            "training": {
-                "checkpoint_every_epochs": EVERY,
-                "hyperparameters": {
-                    algorithm: {"default": {"epochs": EPOCHS, "batch_size": 128}}
-                },
-            },
+            "training": training,
         },
     )
     return resolve_run(config, "fashion_mnist", algorithm, "tiny", 0)
@@ -72,11 +77,13 @@ def train(run, data, folder: Path, checkpoint=None) -> Path:
 def uninterrupted(prepared, tmp_path_factory):
     models = {}
 
-    def get(algorithm):
-        if algorithm not in models:
-            folder = tmp_path_factory.mktemp(f"uninterrupted_{algorithm}")
-            models[algorithm] = train(run_config(algorithm), prepared, folder)
-        return models[algorithm]
+    def get(variant):
+        if variant not in models:
+            folder = tmp_path_factory.mktemp(
+                f"uninterrupted_{variant}".replace("/", "_")
+            )
+            models[variant] = train(run_config(variant), prepared, folder)
+        return models[variant]
 
     return get
 
@@ -112,6 +119,9 @@ KILLS = [
     ("ff", "layer_boundary", kill_between_layers),
     # the first epoch of layer 2: only the boundary checkpoint exists for it
     ("ff", "after_boundary", lambda mp: kill_at_epoch(mp, EPOCHS + 1)),
+    # nothing but the first layer's product is kept for the deeper layers
+    ("ff/recomputed", "mid_third_layer", lambda mp: kill_at_epoch(mp, 2 * EPOCHS + 3)),
+    ("ff/recomputed", "layer_boundary", kill_between_layers),
     ("bp_ff", "mid_run", lambda mp: kill_at_epoch(mp, EVERY + 1)),
     ("bp_ff", "before_first_checkpoint", lambda mp: kill_at_epoch(mp, 1)),
     ("bp", "mid_run", lambda mp: kill_at_epoch(mp, EVERY + 1)),
@@ -121,14 +131,14 @@ KILLS = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "algorithm, where, kill", KILLS, ids=[f"{a}-{w}" for a, w, _ in KILLS]
+    "variant, where, kill", KILLS, ids=[f"{v}-{w}" for v, w, _ in KILLS]
 )
 def test_resumed_run_is_bit_identical(
-    algorithm, where, kill, prepared, uninterrupted, tmp_path
+    variant, where, kill, prepared, uninterrupted, tmp_path
 ):
     from ffrep.activations import extract
 
-    run = run_config(algorithm)
+    run = run_config(variant)
     checkpoint = tmp_path / "checkpoint.pt"
     with pytest.MonkeyPatch.context() as mp:
         kill(mp)
@@ -139,13 +149,13 @@ def test_resumed_run_is_bit_identical(
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["resumed"] is (where != "before_first_checkpoint")
 
-    reference = torch.load(uninterrupted(algorithm), weights_only=True)
+    reference = torch.load(uninterrupted(variant), weights_only=True)
     got = torch.load(resumed, weights_only=True)
     assert got["state_dict"].keys() == reference["state_dict"].keys()
     for name, tensor in reference["state_dict"].items():
         assert torch.equal(got["state_dict"][name], tensor), name
 
-    ref_acts = extract(uninterrupted(algorithm), prepared, tmp_path / "ref.nc")
+    ref_acts = extract(uninterrupted(variant), prepared, tmp_path / "ref.nc")
     got_acts = extract(resumed, prepared, tmp_path / "resumed.nc")
     for name in ref_acts.data_vars:
         xr.testing.assert_identical(got_acts[name], ref_acts[name])

@@ -247,16 +247,25 @@ def test_benchmark_runs_in_quick_mode(capsys):
 def test_training_flops_count_each_product():
     run = small_run(hidden_units=[5, 3], epochs=2)
     d, n = DATASETS["fashion_mnist"].n_inputs, 100
-    # forward and weight gradient over 2N rows per epoch, plus one pass of layer 1
-    expected = 2 * (2 * 2 * (2 * n) * (d * 5 + 5 * 3) + (2 * n) * d * 5)
+    # forward and weight gradient over 2N rows per epoch, plus the images'
+    # product with the frozen layer 1, which layer 2's inputs are built from
+    expected = 2 * (2 * 2 * (2 * n) * (d * 5 + 5 * 3) + n * d * 5)
     assert plan.training_flops(run, n) == expected
     uniform = small_run(hidden_units=[5, 3], epochs=2, negative_sampling="uniform")
     saved = 2 * 2 * 2 * n * d * 5  # the first layer's image product, once not twice
     assert plan.training_flops(uniform, n) == expected - saved
-    recomputed = small_run(hidden_units=[5, 3], epochs=2, ff_deeper_inputs="recomputed")
-    # layer 2's batches go through layer 1 every epoch; no pass builds its inputs
-    again = 2 * 2 * (2 * n) * d * 5
-    assert plan.training_flops(recomputed, n) == expected - 2 * (2 * n) * d * 5 + again
+    # three layers: layer 3's inputs come from a pass through layer 2, once when
+    # stored, for every epoch's batches when recomputed
+    deep = dict(hidden_units=[5, 4, 3], epochs=2)
+    trained = 2 * 2 * (2 * n) * (d * 5 + 5 * 4 + 4 * 3) + n * d * 5
+    stored = small_run(**deep)
+    assert plan.training_flops(stored, n) == 2 * (trained + 2 * n * 5 * 4)
+    recomputed = small_run(**deep, ff_deeper_inputs="recomputed")
+    assert plan.training_flops(recomputed, n) == 2 * (trained + 2 * 2 * n * 5 * 4)
+    resampled = small_run(**deep, resample_negatives=True)
+    assert plan.training_flops(resampled, n) == 2 * (
+        trained + n * 5 * 4 + 2 * n * 5 * 4
+    )
     bp = small_run("bp", hidden_units=[5], epochs=1)
     fwd = n * (d * 5 + 5 * N_CLASSES)
     assert plan.training_flops(bp, n) == 2 * (2 * fwd + n * 5 * N_CLASSES)

@@ -75,17 +75,23 @@ def training_flops(run: RunConfig, n: int | None = None) -> float:
         backward = forward + sum(r * m for r, m in zip(rows[1:], macs[1:], strict=True))
         return 2.0 * run.epochs * (forward + backward)
     total = 0.0
-    for layer, (r, m) in enumerate(zip(rows, macs, strict=True)):
+    for r, m in zip(rows, macs, strict=True):
         total += run.epochs * 2 * r * m  # forward and weight gradient
+    if len(macs) > 1:
+        # the images' product with the frozen first layer, once: the deeper
+        # layers' inputs are built from it with no product of the first layer
+        total += n * macs[0]
+    for layer in range(1, len(macs)):
+        frozen = sum(macs[1:layer])  # per row, the frozen layers above the first
         if run.ff_deeper_inputs == "recomputed":
             # every batch's positives and negatives through the frozen layers
-            total += run.epochs * 2 * n * sum(macs[:layer])
+            total += run.epochs * 2 * n * frozen
             continue
         if layer + 1 < len(macs):
             # the pass that builds the next layer's inputs (fixed negatives too)
-            total += (n if run.resample_negatives else 2 * n) * m
+            total += (n if run.resample_negatives else 2 * n) * macs[layer]
         if run.resample_negatives:
-            total += run.epochs * n * sum(macs[:layer])  # negatives through frozen
+            total += run.epochs * n * frozen  # negatives through the frozen layers
     return 2.0 * total
 
 

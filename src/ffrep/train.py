@@ -275,11 +275,16 @@ class FFData:
     is kept once: ``base`` (N, D), the label-free part of the normalised images,
     and ``label_scale`` (N,); the normalised input of image i with label c is
     ``base[i] + label_scale[i] · e_c`` (see :func:`models.label_free_`).
+
+    Once the first layer is trained and frozen, :meth:`freeze_first` replaces
+    the images by their product with it, which the deeper layers' inputs are
+    built from without another product.
     """
 
     def __init__(self, x, y, allowed, run: RunConfig, overlay, device):
         self.label_scale = label_free_(x, overlay, run.input_normalization)
         self.base = x  # (N, D), rewritten in place
+        self.product: torch.Tensor | None = None  # (N, H), see freeze_first
         self.y = y  # (N,) on the host, for sampling
         self.y_device = y.to(device)
         self.label_matrix = overlay.label_matrix().to(device)  # (10, D)
@@ -310,6 +315,28 @@ class FFData:
         """First-layer pre-activations of images ``rows`` labelled ``labels``."""
         return layer(self.labelled(rows, labels))
 
+    @torch.no_grad()
+    def freeze_first(self, layer) -> None:
+        """Keep ``base · Wᵀ`` (N, H) of the trained first layer instead of the
+        images (over their storage where the widths allow), with each label's
+        columns of ``W`` summed (10, H) and the bias: the layer's
+        pre-activations for any labels are then a gather and two adds
+        (:meth:`first_pre`), with no product."""
+        weight = layer.weight
+        self.product = _transform(
+            lambda rows: rows @ weight.T, self.base, weight.shape[0], in_place=True
+        )
+        self.base = None
+        self.label_rows = weight[:, self.overlay.positions].sum(-1).T.contiguous()
+        self.first_bias = layer.bias.detach().clone()
+
+    def first_pre(self, rows: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(R, H) frozen first-layer pre-activations of images ``rows`` labelled
+        ``labels`` (after :meth:`freeze_first`)."""
+        pre = self.product.index_select(0, rows)
+        pre.addcmul_(self.label_scale[rows][:, None], self.label_rows[labels])
+        return pre.add_(self.first_bias)
+
     def batch_pre(self, layer, idx, image, wrong) -> torch.Tensor:
         """(2B, H) first-layer pre-activations of positives ``idx``, then of
         their negatives (negative slot j is image ``image[j]`` labelled
@@ -334,7 +361,9 @@ class FFInputs:
     negatives (resampled negatives are passed through the frozen layers per
     batch instead). With ``training.ff_deeper_inputs: recomputed`` nothing is
     stored: the batch's positives and negatives are passed through the frozen
-    layers at every step, so only the images are kept.
+    layers at every step, so only the images' product with the first layer is
+    kept. Either way the frozen first layer costs no product (see
+    :meth:`FFData.freeze_first`).
     """
 
     def __init__(self, net: FFNet, ffdata: FFData):
@@ -374,8 +403,8 @@ class FFInputs:
         )
 
     @torch.no_grad()
-    def _through_frozen(self, image, wrong) -> torch.Tensor:
-        x = F.relu(self.data.pre(self.net.layers[0], image, wrong))
+    def _through_frozen(self, rows, labels) -> torch.Tensor:
+        x = F.relu_(self.data.first_pre(rows, labels))
         for i in range(1, self.layer):
             x = self.net.layer_forward(i, x)
         return unit_normalize(x, self.net.normalization)
@@ -383,44 +412,48 @@ class FFInputs:
     @torch.no_grad()
     def advance(self) -> None:
         """Pass the inputs through the layer just trained; they become the next
-        layer's inputs, over the old storage where the widths allow."""
-        if self.recompute:
-            # every batch is passed through the frozen layers instead
-            self.layer += 1
-            return
-        data, layer = self.data, self.net.layers[self.layer]
-        norm = self.net.normalization
-        width = layer.out_features
+        layer's inputs, over the old storage where the widths allow. With
+        recomputed inputs only the first layer's product is kept."""
+        layer = self.net.layers[self.layer]
         if self.layer == 0:
-            n = data.base.shape[0]
-            if data.fixed is not None:
-                image, wrong = data.fixed
-                self.hn = data.base.new_empty(n, width)
-                for start in range(0, n, CHUNK):
-                    sl = slice(start, start + CHUNK)
-                    pre = data.pre(layer, image[sl], wrong[sl])
-                    self.hn[sl] = relu_normalize_(pre, norm)
-            # resampled negatives are rebuilt from the images every epoch
-            keep_base = data.fixed is None
-            out = data.base
-            if keep_base or width != data.base.shape[1]:
-                out = data.base.new_empty(n, width)
-            for start in range(0, n, CHUNK):
-                rows = torch.arange(start, min(start + CHUNK, n), device=data.device)
-                pre = data.pre(layer, rows, data.y_device[rows])
-                out[start : start + CHUNK] = relu_normalize_(pre, norm)
-            self.hp = out
-            if not keep_base:
-                data.base = None
-        else:
+            self.data.freeze_first(layer)
+            if not self.recompute:
+                self._store_first(layer.out_features)
+        elif not self.recompute:
+            norm = self.net.normalization
 
             def fn(x):
                 return relu_normalize_(layer(x), norm)
 
+            width = layer.out_features
             if self.hn is not None:
                 self.hn = _transform(fn, self.hn, width, in_place=True)
             self.hp = _transform(fn, self.hp, width, in_place=True)
         self.layer += 1
+
+    def _store_first(self, width: int) -> None:
+        """The frozen first layer's ``n(h)`` of the positives and of the fixed
+        negatives, the positives' over the product's storage unless resampled
+        negatives still need the product."""
+        data, norm = self.data, self.net.normalization
+        n = data.product.shape[0]
+        if data.fixed is not None:
+            image, wrong = data.fixed
+            self.hn = data.product.new_empty(n, width)
+            for start in range(0, n, CHUNK):
+                sl = slice(start, start + CHUNK)
+                self.hn[sl] = relu_normalize_(
+                    data.first_pre(image[sl], wrong[sl]), norm
+                )
+        keep = data.fixed is None
+        out = data.product.new_empty(n, width) if keep else data.product
+        for start in range(0, n, CHUNK):
+            rows = torch.arange(start, min(start + CHUNK, n), device=data.device)
+            pre = data.first_pre(rows, data.y_device[rows])
+            out[start : start + CHUNK] = relu_normalize_(pre, norm)
+        self.hp = out
+        if not keep:
+            data.product = None
 
 
 def ff_epoch(layer, opt, batch_pre, perm, run: RunConfig, max_steps=None):
