@@ -21,6 +21,7 @@ from ffrep.models import (
     goodness,
     label_free_,
     labelled_pre,
+    twice_labelled_pre,
     unit_normalize,
 )
 from ffrep.train import (
@@ -73,6 +74,28 @@ def test_labelled_pre_equals_the_layer_on_the_labelled_input(dataset, normalizat
     scale = label_free_(base, overlay, normalization)
     fast = labelled_pre(layer, overlay.positions, base, scale, labels)
     torch.testing.assert_close(fast, direct, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dataset", ["fashion_mnist", "svhn"])
+def test_twice_labelled_pre_and_its_gradients_equal_the_plain_layer(dataset):
+    x, y = small_data(40, dataset)
+    overlay = LabelOverlay(DATASETS[dataset], float(x.max()))
+    layer = torch.nn.Linear(x.shape[1], 7)
+    plain = copy.deepcopy(layer)
+    labels = torch.stack([y, (y + 1 + torch.randint(0, 9, y.shape)) % N_CLASSES])
+    weights = torch.rand(2 * len(y), 7)  # a loss that weighs every output
+
+    inputs = torch.cat([overlay.apply(x, labels[0]), overlay.apply(x, labels[1])])
+    direct = plain(unit_normalize(inputs, "l2"))
+    (direct * weights).sum().backward()
+
+    base = x.clone()
+    scale = label_free_(base, overlay, "l2")
+    fast = twice_labelled_pre(layer, overlay.positions, base, scale, labels)
+    (fast * weights).sum().backward()
+    torch.testing.assert_close(fast, direct, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer.weight.grad, plain.weight.grad)
+    torch.testing.assert_close(layer.bias.grad, plain.bias.grad)
 
 
 @pytest.mark.parametrize("sampling", ["paper", "uniform"])

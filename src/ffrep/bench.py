@@ -496,8 +496,13 @@ def _ff_layer(inputs: FFInputs, layer, ref_layer, pos, neg, order, run, sizes):
 
     def bound():
         widths = [layer.in_features, layer.out_features]
-        rows = 2 * run.batch_size
-        return matmul_bound(widths, rows, 2 * order.shape[0], device, ())
+        # the products ffrep runs: a first layer whose positive and negative
+        # share an image makes one product of it, not two
+        shared = inputs.layer == 0 and inputs.data.same_image
+        rows = (1 if shared else 2) * run.batch_size
+        return matmul_bound(
+            widths, rows, rows // run.batch_size * order.shape[0], device, ()
+        )
 
     best = interleaved(
         device, sizes.rounds, {"ffrep": ours, "reference": reference}, bound

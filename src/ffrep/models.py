@@ -104,11 +104,6 @@ class LabelOverlay:
         x[:, self.region] = self.value / N_CLASSES
         return x
 
-    def label_matrix(self) -> torch.Tensor:
-        """(10, D): 1 at the flat positions that carry each class, else 0."""
-        m = torch.zeros(N_CLASSES, self.n_inputs, device=self.positions.device)
-        return m.scatter_(1, self.positions, 1.0)
-
 
 @torch.no_grad()
 def label_free_(
@@ -165,6 +160,55 @@ def labelled_pre(
     parts (see :func:`label_free_`): (R, D), (R,), (R,) -> (R, H). ``base`` is
     left as it is; no row is normalised again."""
     return layer(labelled_input_(base.clone(), positions, scale, labels))
+
+
+class _TwiceLabelledPre(torch.autograd.Function):
+    """First-layer pre-activations of images each labelled twice, from one
+    product with their shared image part (see :func:`twice_labelled_pre`)."""
+
+    @staticmethod
+    def forward(ctx, base, scale, labels, positions, weight, bias):
+        shared = torch.addmm(bias, base, weight.T)  # (B, H)
+        label_rows = weight[:, positions].sum(-1).T  # (10, H)
+        # (2, B, H): the shared part plus each copy's label columns, scaled
+        pre = torch.addcmul(shared, scale[:, None], label_rows[labels])
+        ctx.save_for_backward(base, scale, labels, positions)
+        return pre.view(-1, shared.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        base, scale, labels, positions = ctx.saved_tensors
+        g = grad.view(2, base.shape[0], -1)
+        shared = g[0] + g[1]  # both copies read the same image part
+        grad_w = shared.T.mm(base)  # (H, D); zero on the label region
+        grad_b = shared.sum(0)
+        # each label's columns collect the scaled gradients of its copies
+        coef = one_hot(labels.flatten(), grad.dtype) * scale.repeat(2)[:, None]
+        per_label = coef.T.mm(grad)  # (10, H)
+        c = positions.shape[1]
+        grad_w.index_add_(1, positions.flatten(), per_label.repeat_interleave(c, 0).T)
+        return None, None, None, None, grad_w, grad_b
+
+
+def twice_labelled_pre(
+    layer: nn.Linear,
+    positions: torch.Tensor,
+    base: torch.Tensor,
+    scale: torch.Tensor,
+    labels: torch.Tensor,
+) -> torch.Tensor:
+    """(2B, H) first-layer pre-activations of B label-free normalised images
+    (see :func:`label_free_`), labelled ``labels[0]`` and then ``labels[1]``
+    ((2, B)).
+
+    Both copies of an image have the same length, so they share the product
+    of its image part, computed once, and differ by their label's columns of
+    the weight. The weight's gradient is likewise one product over B rows; no
+    labelled input is built. ``base`` itself gets no gradient.
+    """
+    return _TwiceLabelledPre.apply(
+        base, scale, labels, positions, layer.weight, layer.bias
+    )
 
 
 def unit_normalize(x: torch.Tensor, kind: str) -> torch.Tensor:

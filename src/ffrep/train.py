@@ -36,9 +36,9 @@ from ffrep.models import (
     goodness,
     label_free_,
     labelled_input_,
-    one_hot,
     relu_goodness,
     relu_normalize_,
+    twice_labelled_pre,
     unit_normalize,
 )
 
@@ -287,7 +287,6 @@ class FFData:
         self.product: torch.Tensor | None = None  # (N, H), see freeze_first
         self.y = y  # (N,) on the host, for sampling
         self.y_device = y.to(device)
-        self.label_matrix = overlay.label_matrix().to(device)  # (10, D)
         self.allowed, self.run, self.overlay = allowed, run, overlay
         self.device = device
         # ``uniform`` keeps each image and changes only its label
@@ -341,16 +340,15 @@ class FFData:
         """(2B, H) first-layer pre-activations of positives ``idx``, then of
         their negatives (negative slot j is image ``image[j]`` labelled
         ``wrong[j]``)."""
+        if self.same_image:
+            # a negative is its positive's image: one product serves both
+            labels = torch.stack([self.y_device[idx], wrong[idx]])  # (2, B)
+            base = self.base.index_select(0, idx)
+            return twice_labelled_pre(
+                layer, self.overlay.positions, base, self.label_scale[idx], labels
+            )
         labels = torch.cat([self.y_device[idx], wrong[idx]])  # (2B,)
-        if not self.same_image:
-            return self.pre(layer, torch.cat([idx, image[idx]]), labels)
-        # a negative is its positive's image: one product serves both
-        shared = F.linear(self.base.index_select(0, idx), layer.weight, layer.bias)
-        label_rows = F.linear(self.label_matrix, layer.weight)  # (10, H)
-        scale = self.label_scale[idx].repeat(2)[:, None]  # (2B, 1)
-        onehot = one_hot(labels, label_rows.dtype) * scale  # (2B, 10)
-        label_part = (onehot @ label_rows).view(2, len(idx), -1)  # (2, B, H)
-        return (shared + label_part).flatten(0, 1)
+        return self.pre(layer, torch.cat([idx, image[idx]]), labels)
 
 
 class FFInputs:
