@@ -31,6 +31,7 @@ from ffrep.train import (
     FFData,
     adam,
     generator,
+    optimizer_step,
     precision_context,
     sample_negatives,
 )
@@ -139,9 +140,7 @@ def train_ff_seeds(nets: list[FFNet], ffdata: FFData, runs: list[RunConfig]):
                     losses = _ff_losses(g, b, run.threshold)  # (S,)
 
                 # the sum gives every seed exactly its own gradient
-                opt.zero_grad(set_to_none=True)
-                losses.sum().backward()
-                opt.step()
+                optimizer_step(opt, losses.sum())
                 total += losses.detach() * b
             # one host sync per epoch
             for s, value in enumerate((total / n).tolist()):

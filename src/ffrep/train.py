@@ -454,6 +454,13 @@ class FFInputs:
             data.product = None
 
 
+def optimizer_step(opt, loss: torch.Tensor) -> None:
+    """One optimiser step on ``loss``."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def ff_epoch(layer, opt, batch_pre, perm, run: RunConfig, max_steps=None):
     """One epoch of one FF layer in the order ``perm``; returns the summed loss
     as a device scalar, so that the loop never waits for the device.
@@ -472,10 +479,7 @@ def ff_epoch(layer, opt, batch_pre, perm, run: RunConfig, max_steps=None):
             g = relu_goodness(batch_pre(idx), run.goodness).float()  # (2B,)
             loss = ff_loss(g[: len(idx)], g[len(idx) :], run.threshold)
 
-        # a layer-local step
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimizer_step(opt, loss)  # a layer-local step
         total += loss.detach() * len(idx)
     return total
 
@@ -551,10 +555,7 @@ def bp_ff_epoch(net: FFNet, opt, ffdata: FFData, image, wrong, perm, run):
             g = g.float()
             loss = ff_loss(g[: len(idx)], g[len(idx) :], run.threshold)
 
-        # one step over every layer
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimizer_step(opt, loss)  # one step over every layer
         total += loss.detach() * len(idx)
     return total
 
@@ -610,9 +611,7 @@ def bp_epoch(net: BPNet, opt, x, y, perm, run: RunConfig):
         idx = perm[start : start + run.batch_size]
         with precision_context(run.precision, x.device):
             loss = F.cross_entropy(net(x[idx]).float(), y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimizer_step(opt, loss)
         total += loss.detach() * len(idx)
     return total
 
