@@ -68,6 +68,11 @@ BAD_CONFIGS = [
         ["learning_rate", "a number", "1.0e-2"],
     ),
     (
+        "boolean_read_as_text",
+        put("training", "batch_seeds", "true"),
+        ["training.batch_seeds", "true or false", "--configfile"],
+    ),
+    (
         "empty_datasets",
         put("grid", "datasets", []),
         ["grid.datasets", "a non-empty list"],
@@ -327,6 +332,16 @@ def test_good_config_plans_through_snakemake(tmp_path):
     done = snakemake(work, "--configfile", "config/test.yaml")
     assert done.returncode == 0, done.stderr
     assert "train" in done.stdout + done.stderr
+
+
+def test_values_in_braces_of_snakemake_config_get_a_hint(tmp_path):
+    # Snakemake reads `--config key={nested: value}` values as text
+    work = workflow_copy(tmp_path)
+    done = snakemake(work, "--config", "training={batch_seeds: true}")
+    output = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert "training.batch_seeds: 'true' is not allowed" in output
+    assert "--configfile" in output
 
 
 @pytest.mark.parametrize("case_id", THROUGH_SNAKEMAKE)

@@ -347,6 +347,67 @@ def test_batched_seeds_equal_their_separate_runs():
     assert not torch.equal(nets[0].layers[0].weight, nets[1].layers[0].weight)
 
 
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing of the trainer catches it."""
+
+
+def _kill_after(monkeypatch, module, n_epochs: int) -> None:
+    """Kill training as it finishes its ``n_epochs``-th epoch over all layers,
+    before that epoch's checkpoint."""
+    done = []
+    step = module.Progress.step
+
+    def step_then_kill(self, **values):
+        step(self, **values)
+        done.append(1)
+        if len(done) == n_epochs:
+            raise Killed
+
+    monkeypatch.setattr(module.Progress, "step", step_then_kill)
+
+
+@pytest.mark.parametrize("kill_after", [3, 6, "boundary"])
+def test_killed_batched_seeds_resume_bit_identical(kill_after, tmp_path, monkeypatch):
+    from ffrep import batched as batched_mod
+
+    x, y = small_data()
+    overlay = LabelOverlay(DATASETS["fashion_mnist"], float(x.max()))
+    runs = [small_run(seed=s, epochs=4, checkpoint_every_epochs=2) for s in (0, 2)]
+
+    def trained(checkpoint, ckpt=None):
+        nets = []
+        for run in runs:
+            torch.manual_seed(run.seed)
+            nets.append(FFNet(x.shape[1], run.hidden_units))
+        data = FFData(x.clone(), y, ALL, runs[0], overlay, torch.device("cpu"))
+        checkpointer = Checkpointer(checkpoint, runs[0], runs[1:])
+        ckpt = checkpointer.load() or Checkpoint()
+        history = batched_mod.train_ff_seeds(nets, data, runs, ckpt, checkpointer)
+        return nets, history, ckpt
+
+    want_nets, want_history, _ = trained(None)
+    checkpoint = tmp_path / "seeds.pt"
+    with monkeypatch.context() as mp:
+        if kill_after == "boundary":
+            # after layer 1's last checkpoint, before layer 2's inputs are built
+            mp.setattr(
+                batched_mod, "_advance", lambda *a: (_ for _ in ()).throw(Killed)
+            )
+        else:
+            _kill_after(mp, batched_mod, kill_after)
+        with pytest.raises(Killed):
+            trained(checkpoint)
+    assert checkpoint.exists()
+    nets, history, ckpt = trained(checkpoint)
+    assert ckpt.model  # it did resume
+    assert history == want_history
+    for net, want in zip(nets, want_nets, strict=True):
+        for p, q in zip(net.parameters(), want.parameters(), strict=True):
+            assert torch.equal(p, q)
+    # a checkpoint of other seeds is not resumed
+    assert Checkpointer(checkpoint, runs[0]).load() is None
+
+
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """A prepared Fashion-MNIST-shaped file of random images."""
@@ -383,10 +444,18 @@ def test_a_batched_job_writes_what_separate_runs_write(prepared, tmp_path):
             train_run(run, prepared, out / "model.pt", out / "metrics.json")
         )
     out = [tmp_path / "batched" / f"seed{r.seed}" for r in runs]
+    checkpoint = tmp_path / "checkpoints" / "seeds.pt"
     batched = train_seeds(
-        runs, prepared, [o / "model.pt" for o in out], [o / "metrics.json" for o in out]
+        runs,
+        prepared,
+        [o / "model.pt" for o in out],
+        [o / "metrics.json" for o in out],
+        checkpoint,
     )
+    # the job's checkpoint goes once every seed's files are written
+    assert not checkpoint.exists()
     for run, got, want, folder in zip(runs, batched, separate, out, strict=True):
+        assert got["resumed"] is False
         assert got["test_accuracy"] == pytest.approx(want["test_accuracy"], abs=0.02)
         torch.testing.assert_close(
             torch.tensor(got["loss_history"]), torch.tensor(want["loss_history"])

@@ -11,8 +11,9 @@ own gradient, and Adam is elementwise, so one Adam over the stacked weights is
 S separate Adams.
 
 With ``training.batch_seeds: true`` the workflow's ``train_seeds`` rule calls
-:func:`train_seeds` once per FF configuration (see "Speed" in README.md).
-TODO(checkpoints): a batched job does not checkpoint; a killed job restarts.
+:func:`train_seeds` once per FF configuration (see "Speed" in README.md). A
+batched job checkpoints as a single run does, and a killed job resumes to the
+weights an uninterrupted one ends with.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ from ffrep.config import RunConfig
 from ffrep.models import FFNet, goodness, relu_normalize_
 from ffrep.train import (
     CHUNK,
+    Checkpoint,
+    Checkpointer,
     FFData,
+    Progress,
     adam,
     generator,
     optimizer_step,
@@ -97,13 +101,23 @@ def _ff_losses(g: torch.Tensor, b: int, threshold: float) -> torch.Tensor:
     return F.softplus(signed).mean(1)
 
 
-def train_ff_seeds(nets: list[FFNet], ffdata: FFData, runs: list[RunConfig]):
+def train_ff_seeds(
+    nets: list[FFNet],
+    ffdata: FFData,
+    runs: list[RunConfig],
+    ckpt: Checkpoint | None = None,
+    checkpointer: Checkpointer | None = None,
+):
     """Greedy FF for every seed at once; ``nets`` are trained in place.
 
     ``ffdata`` is built once from the shared images (with any of the runs);
     every seed draws its own negatives and order.
     TODO(uniform): share the image product between a positive and its
     negative here too, as :meth:`train.FFData.batch_pre` does.
+
+    With a ``checkpointer`` the seeds' weights, the stacked Adam state, the
+    generators and the histories are saved as :func:`train.train_ff` saves
+    them; training resumes from ``ckpt``, one that it saved.
 
     Returns each seed's loss history, as :func:`train.train_ff` does.
     """
@@ -113,15 +127,48 @@ def train_ff_seeds(nets: list[FFNet], ffdata: FFData, runs: list[RunConfig]):
     for other in runs[1:]:
         if {k: v for k, v in other.__dict__.items() if k != "seed"} != same:
             raise ValueError("batched seeds must share every setting but the seed")
+    checkpointer = checkpointer or Checkpointer(None, run)
     seeds = SeedData(ffdata, runs)
     gens = [generator(r.seed, "shuffle") for r in runs]
     histories = [[[] for _ in run.hidden_units] for _ in runs]
+    ckpt = ckpt or Checkpoint()
+    if ckpt.model:
+        for net, state in zip(nets, ckpt.model["seeds"], strict=True):
+            net.load_state_dict(state)
+        for gen, state in zip(gens, ckpt.generator, strict=True):
+            # a copy: torch 2.14 crashes on a state that is a view into a stack
+            gen.set_state(state.clone())
+        histories = ckpt.history["loss"]
     hp = hn = None  # (S, N, H) n(h) of each seed's positives and negatives
+
+    def save(stage: int, epoch: int, opt=None, layer=None) -> None:
+        if layer is not None:
+            _unstack(layer, nets, stage)
+        checkpointer.save(
+            Checkpoint(
+                stage=stage,
+                epoch=epoch,
+                model={"seeds": [net.state_dict() for net in nets]},
+                optimizer=opt.state_dict() if opt is not None else {},
+                generator=torch.stack([g.get_state() for g in gens]),
+                history={"loss": histories},
+            )
+        )
 
     for li in range(len(run.hidden_units)):
         layer = StackedLinear([net.layers[li] for net in nets]).to(device)
+        if li < ckpt.stage:
+            hp, hn = _advance(seeds, layer, li, hp, hn, run)
+            continue
         opt = adam(layer.parameters(), run, device)
-        for _epoch in range(run.epochs):
+        start_epoch = 0
+        if li == ckpt.stage and ckpt.optimizer:
+            opt.load_state_dict(ckpt.optimizer)
+            start_epoch = ckpt.epoch
+        progress = Progress(
+            run.epochs, start_epoch, f"ff layer {li + 1}, {len(runs)} seeds"
+        )
+        for epoch in range(start_epoch, run.epochs):
             # (S, N): each seed's own order, from its own generator
             perm = torch.stack([torch.randperm(n, generator=g) for g in gens])
             perm = perm.to(device)
@@ -143,15 +190,27 @@ def train_ff_seeds(nets: list[FFNet], ffdata: FFData, runs: list[RunConfig]):
                 optimizer_step(opt, losses.sum())
                 total += losses.detach() * b
             # one host sync per epoch
-            for s, value in enumerate((total / n).tolist()):
+            epoch_losses = (total / n).tolist()
+            for s, value in enumerate(epoch_losses):
                 histories[s][li].append(value)
-        for s, net in enumerate(nets):
-            with torch.no_grad():
-                net.layers[li].weight.copy_(layer.weight[s])
-                net.layers[li].bias.copy_(layer.bias[s])
+            progress.step(loss=sum(epoch_losses) / len(epoch_losses))
+            if checkpointer.due(epoch + 1, run.epochs):
+                save(li, epoch + 1, opt, layer)
+        progress.close()
+        _unstack(layer, nets, li)
+        del opt
         if li + 1 < len(run.hidden_units):
             hp, hn = _advance(seeds, layer, li, hp, hn, run)
+            save(li + 1, 0)
     return histories
+
+
+@torch.no_grad()
+def _unstack(layer: StackedLinear, nets: list[FFNet], li: int) -> None:
+    """Copy each seed's slice of the stacked layer into its network."""
+    for s, net in enumerate(nets):
+        net.layers[li].weight.copy_(layer.weight[s])
+        net.layers[li].bias.copy_(layer.bias[s])
 
 
 @torch.no_grad()
@@ -175,10 +234,15 @@ def _advance(seeds: SeedData, layer: StackedLinear, li: int, hp, hn, run):
 
 
 def train_seeds(
-    runs: list[RunConfig], data_path, model_outs: list, metrics_outs: list
+    runs: list[RunConfig],
+    data_path,
+    model_outs: list,
+    metrics_outs: list,
+    checkpoint=None,
 ) -> list[dict]:
     """Train the seeds ``runs`` of one FF configuration in one job and write
-    every seed's weights and metrics where its own ``ffrep train`` would."""
+    every seed's weights and metrics where its own ``ffrep train`` would;
+    ``checkpoint`` is the job's checkpoint file, removed once they are."""
     from ffrep.datasets import DATASETS
     from ffrep.models import LabelOverlay
     from ffrep.train import (
@@ -208,8 +272,10 @@ def train_seeds(
     overlay = LabelOverlay(info, train_label, device)
     ffdata = FFData(x, y.cpu(), allowed_classes(run), run, overlay, device)
     del x
+    checkpointer = Checkpointer(checkpoint, run, runs[1:])
+    ckpt = checkpointer.load() or Checkpoint()
     t0 = time.perf_counter()
-    histories = train_ff_seeds(nets, ffdata, runs)
+    histories = train_ff_seeds(nets, ffdata, runs, ckpt, checkpointer)
     wall_s = time.perf_counter() - t0
     del ffdata
     timing = {
@@ -218,9 +284,12 @@ def train_seeds(
         "batched_seeds": [r.seed for r in runs],
         "batched_wall_time_s": wall_s,
     }
-    return [
-        finish_run(net, r, splits, h, timing, train_label, False, m, j)
+    resumed = bool(ckpt.model)
+    metrics = [
+        finish_run(net, r, splits, h, timing, train_label, resumed, m, j)
         for net, r, h, m, j in zip(
             nets, runs, histories, model_outs, metrics_outs, strict=True
         )
     ]
+    checkpointer.remove()
+    return metrics

@@ -75,7 +75,10 @@ def cmd_train_seeds(args) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    train_seeds(runs, args.data, args.model, args.metrics)
+    from ffrep.gpu_slot import gpu_slot
+
+    with gpu_slot() if runs[0].device != "cpu" else contextlib.nullcontext():
+        train_seeds(runs, args.data, args.model, args.metrics, args.checkpoint)
 
 
 def cmd_prepare_data(args) -> None:
@@ -247,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="prepared dataset file (.pt)")
     p.add_argument("--model", nargs="+", required=True, help="one per seed")
     p.add_argument("--metrics", nargs="+", required=True, help="one per seed")
+    p.add_argument("--checkpoint", help="the job's checkpoint file (default: none)")
     p.add_argument("--threads", type=int)
     p.set_defaults(func=cmd_train_seeds)
 

@@ -134,11 +134,17 @@ def _describe(error: jsonschema.ValidationError, root: dict) -> str:
         )
     if error.validator == "type":
         hint = ""
-        numeric = {"number", "integer"} & set(_types(schema.get("type")))
-        if numeric and _looks_like_number(error.instance):
+        kinds = set(_types(schema.get("type")))
+        braces = (
+            "Snakemake's --config reads the values inside braces as text: set it"
+            " in a file given with --configfile"
+        )
+        if "boolean" in kinds and str(error.instance).lower() in ("true", "false"):
+            hint = f"; {braces}"
+        elif kinds & {"number", "integer"} and _looks_like_number(error.instance):
             hint = (
                 "; YAML reads numbers such as 1e-2 as text: write 1.0e-2, with a"
-                " dot and a signed exponent"
+                f" dot and a signed exponent; and {braces}"
             )
         return (
             f"{key}: {error.instance!r} is not allowed; allowed:"

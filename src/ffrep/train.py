@@ -140,9 +140,13 @@ class Checkpoint:
 
 
 class Checkpointer:
-    def __init__(self, path: str | Path | None, run: RunConfig):
+    """Atomic checkpoints of a run (or of the seeds ``others`` trained with it),
+    which are resumed only by the same settings."""
+
+    def __init__(self, path: str | Path | None, run: RunConfig, others=()):
         self.path = Path(path) if path else None
-        self.fingerprint = hashlib.sha256(run.to_json().encode()).hexdigest()
+        text = "\n".join(r.to_json() for r in (run, *others))
+        self.fingerprint = hashlib.sha256(text.encode()).hexdigest()
         self.every = run.checkpoint_every_epochs
 
     def load(self) -> Checkpoint | None:

@@ -39,10 +39,14 @@ rule train_seeds:
     threads: 2
     resources:
         mem_mb=8000,
-        runtime=240,
+        # minutes; a retry resumes from the checkpoint, with more time
+        runtime=lambda wildcards, attempt: 240 * attempt,
+        gpu=0 if config["training"]["device"] == "cpu" else 1,
     params:
         runs=seed_run_args,
+        # outside the outputs: Snakemake deletes those when a job fails
+        checkpoint="results/checkpoints/{dataset}/{algorithm}/{architecture}/seeds.pt",
     shell:
         "ffrep train-seeds --run-json {params.runs} --data {input.data:q}"
         " --model {output.models:q} --metrics {output.metrics:q}"
-        " --threads {threads} > {log:q} 2>&1"
+        " --checkpoint {params.checkpoint:q} --threads {threads} > {log:q} 2>&1"
