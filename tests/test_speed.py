@@ -307,6 +307,17 @@ def test_plan_counts_the_grid(capsys):
     assert main(["plan", "--config", "config/test.yaml", "--gpu", "h100"]) == 0
     assert "GPU-hours on h100" in capsys.readouterr().out
 
+    # batched seeds: one job per configuration, doing both seeds' work
+    batched = load_config("config/test.yaml", {"training": {"batch_seeds": True}})
+    together = plan.plan(batched, "a100")
+    seeds = together[together["stage"] == "train_seeds"]
+    assert len(seeds) == 3 and (seeds["jobs"] == 1).all()
+    assert seeds["tflop_per_job"].sum() == pytest.approx(
+        2 * train["tflop_per_job"].sum()
+    )
+    assert seeds["gpu_hours"].sum() < train["gpu_hours"].sum()
+    assert "train" not in set(together["stage"])
+
 
 def test_precision_is_a_validated_training_option():
     config = load_config("config/test.yaml", {"training": {"precision": "bf16"}})
@@ -316,29 +327,51 @@ def test_precision_is_a_validated_training_option():
         load_config("config/test.yaml", {"training": {"precision": "fp8"}})
 
 
-def test_batched_seeds_equal_their_separate_runs():
-    from ffrep.batched import train_ff_seeds
+def _separate_and_batched(algorithm, runs, x, y, checkpoint=None):
+    """Each seed trained alone, then all of them stacked (from ``checkpoint``
+    when one is there): (separate nets, their histories, batched nets, their
+    histories, the checkpoint resumed)."""
+    from ffrep.batched import train_bp_ff_seeds, train_bp_seeds, train_ff_seeds
+    from ffrep.models import build_model
+    from ffrep.train import train_bp, train_bp_ff
 
-    x, y = small_data()
     overlay = LabelOverlay(DATASETS["fashion_mnist"], float(x.max()))
-    runs = [small_run(seed=s) for s in (0, 1, 7)]
+    info = DATASETS["fashion_mnist"]
 
     def fresh(run):
         torch.manual_seed(run.seed)
-        return FFNet(x.shape[1], run.hidden_units)
+        return build_model(algorithm, info, run)
+
+    def data(run):
+        return FFData(x.clone(), y, ALL, run, overlay, torch.device("cpu"))
 
     separate, histories = [], []
     for run in runs:
-        net = fresh(run)
-        ffdata = FFData(x.clone(), y, ALL, run, overlay, torch.device("cpu"))
-        gen = generator(run.seed, "shuffle")
-        ckpt = Checkpoint()
-        histories.append(train_ff(net, ffdata, run, ckpt, Checkpointer(None, run), gen))
+        net, gen, ckpt = fresh(run), generator(run.seed, "shuffle"), Checkpoint()
+        args = (ckpt, Checkpointer(None, run), gen)
+        if algorithm == "bp":
+            histories.append(train_bp(net, x, y, run, *args))
+        else:
+            trainer = train_ff if algorithm == "ff" else train_bp_ff
+            histories.append(trainer(net, data(run), run, *args))
         separate.append(net)
 
     nets = [fresh(run) for run in runs]
-    shared = FFData(x.clone(), y, ALL, runs[0], overlay, torch.device("cpu"))
-    batched = train_ff_seeds(nets, shared, runs)
+    checkpointer = Checkpointer(checkpoint, runs[0], runs[1:])
+    ckpt = checkpointer.load() or Checkpoint()
+    if algorithm == "bp":
+        batched = train_bp_seeds(nets, x, y, runs, ckpt, checkpointer)
+    else:
+        trainer = train_ff_seeds if algorithm == "ff" else train_bp_ff_seeds
+        batched = trainer(nets, data(runs[0]), runs, ckpt, checkpointer)
+    return separate, histories, nets, batched, ckpt
+
+
+@pytest.mark.parametrize("algorithm", ["ff", "bp_ff", "bp"])
+def test_batched_seeds_equal_their_separate_runs(algorithm):
+    x, y = small_data()
+    runs = [small_run(algorithm, seed=s) for s in (0, 1, 7)]
+    separate, histories, nets, batched, _ = _separate_and_batched(algorithm, runs, x, y)
     for net, ref, got, want in zip(nets, separate, batched, histories, strict=True):
         for p, q in zip(net.parameters(), ref.parameters(), strict=True):
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
@@ -366,26 +399,43 @@ def _kill_after(monkeypatch, module, n_epochs: int) -> None:
     monkeypatch.setattr(module.Progress, "step", step_then_kill)
 
 
-@pytest.mark.parametrize("kill_after", [3, 6, "boundary"])
-def test_killed_batched_seeds_resume_bit_identical(kill_after, tmp_path, monkeypatch):
+def _batched(algorithm, runs, x, y, checkpoint):
+    """The seeds ``runs`` trained stacked, from ``checkpoint`` when it is there:
+    (nets, histories, the checkpoint resumed)."""
+    from ffrep import batched
+    from ffrep.models import build_model
+
+    nets = []
+    for run in runs:
+        torch.manual_seed(run.seed)
+        nets.append(build_model(algorithm, DATASETS["fashion_mnist"], run))
+    checkpointer = Checkpointer(checkpoint, runs[0], runs[1:])
+    ckpt = checkpointer.load() or Checkpoint()
+    if algorithm == "bp":
+        history = batched.train_bp_seeds(nets, x, y, runs, ckpt, checkpointer)
+    else:
+        overlay = LabelOverlay(DATASETS["fashion_mnist"], float(x.max()))
+        data = FFData(x.clone(), y, ALL, runs[0], overlay, torch.device("cpu"))
+        trainer = {"ff": batched.train_ff_seeds, "bp_ff": batched.train_bp_ff_seeds}
+        history = trainer[algorithm](nets, data, runs, ckpt, checkpointer)
+    return nets, history, ckpt
+
+
+@pytest.mark.parametrize(
+    "algorithm, kill_after",
+    [("ff", 3), ("ff", 6), ("ff", "boundary"), ("bp_ff", 3), ("bp", 3)],
+)
+def test_killed_batched_seeds_resume_bit_identical(
+    algorithm, kill_after, tmp_path, monkeypatch
+):
     from ffrep import batched as batched_mod
 
     x, y = small_data()
-    overlay = LabelOverlay(DATASETS["fashion_mnist"], float(x.max()))
-    runs = [small_run(seed=s, epochs=4, checkpoint_every_epochs=2) for s in (0, 2)]
-
-    def trained(checkpoint, ckpt=None):
-        nets = []
-        for run in runs:
-            torch.manual_seed(run.seed)
-            nets.append(FFNet(x.shape[1], run.hidden_units))
-        data = FFData(x.clone(), y, ALL, runs[0], overlay, torch.device("cpu"))
-        checkpointer = Checkpointer(checkpoint, runs[0], runs[1:])
-        ckpt = checkpointer.load() or Checkpoint()
-        history = batched_mod.train_ff_seeds(nets, data, runs, ckpt, checkpointer)
-        return nets, history, ckpt
-
-    want_nets, want_history, _ = trained(None)
+    runs = [
+        small_run(algorithm, seed=s, epochs=4, checkpoint_every_epochs=2)
+        for s in (0, 2)
+    ]
+    want_nets, want_history, _ = _batched(algorithm, runs, x, y, None)
     checkpoint = tmp_path / "seeds.pt"
     with monkeypatch.context() as mp:
         if kill_after == "boundary":
@@ -396,9 +446,9 @@ def test_killed_batched_seeds_resume_bit_identical(kill_after, tmp_path, monkeyp
         else:
             _kill_after(mp, batched_mod, kill_after)
         with pytest.raises(Killed):
-            trained(checkpoint)
+            _batched(algorithm, runs, x, y, checkpoint)
     assert checkpoint.exists()
-    nets, history, ckpt = trained(checkpoint)
+    nets, history, ckpt = _batched(algorithm, runs, x, y, checkpoint)
     assert ckpt.model  # it did resume
     assert history == want_history
     for net, want in zip(nets, want_nets, strict=True):
@@ -427,16 +477,15 @@ def prepared(tmp_path_factory):
     return path
 
 
-def test_a_batched_job_writes_what_separate_runs_write(prepared, tmp_path):
+@pytest.mark.parametrize("algorithm", ["ff", "bp_ff", "bp"])
+def test_a_batched_job_writes_what_separate_runs_write(algorithm, prepared, tmp_path):
     import json
 
     from ffrep.batched import train_seeds
     from ffrep.train import load_model, train_run
 
-    runs = [
-        small_run(seed=s, max_train_samples=300, max_test_samples=100, num_threads=1)
-        for s in (0, 4)
-    ]
+    limits = dict(max_train_samples=300, max_test_samples=100, num_threads=1)
+    runs = [small_run(algorithm, seed=s, **limits) for s in (0, 4)]
     separate = []
     for run in runs:
         out = tmp_path / "separate" / f"seed{run.seed}"

@@ -20,18 +20,21 @@ def test_default_config_plans_the_paper_grid_without_data(tmp_path):
     assert not (work / "resources").exists() and not (work / "results").exists()
 
 
-def test_batched_seeds_plan_one_checkpointed_job_per_ff_configuration(tmp_path):
+def test_batched_seeds_plan_one_checkpointed_job_per_configuration(tmp_path):
     work = copy_workflow(tmp_path)
     (work / "batched.yaml").write_text("training: {batch_seeds: true}\n")
     out = snakemake(work, "-n", "-p", "--configfile", "batched.yaml")
     text = out.stdout + out.stderr
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", text, re.M))
-    # FF's 40 runs as one job per dataset; BP/FF and BP as before
-    assert int(counts["train_seeds"]) == 4 and int(counts["train"]) == 80
+    # the 120 runs as one job per dataset and algorithm, of ten seeds each
+    assert int(counts["train_seeds"]) == 12 and "train" not in counts
     commands = [line for line in text.splitlines() if "ffrep train-seeds" in line]
-    assert len(commands) == 4
+    assert len(commands) == 12
+    assert all(
+        c.count("--run-json") == 1 and c.count('"seed": ') == 10 for c in commands
+    )
     assert all("--checkpoint results/checkpoints/" in c for c in commands)
-    assert any("fashion_mnist/ff/paper/seeds.pt" in c for c in commands)
+    assert any("fashion_mnist/bp_ff/paper/seeds.pt" in c for c in commands)
 
 
 def test_tiny_config_runs_end_to_end(tiny_workflow):

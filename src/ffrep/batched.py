@@ -1,4 +1,5 @@
-"""Several seeds of one FF configuration trained as one batched model.
+"""Several seeds of one configuration (FF, BP/FF or BP) trained as one
+batched model.
 
 Seeds differ only in their initial weights, their shuffling and their
 negatives; the images are the same. Stacking the seeds' weights along a
@@ -11,7 +12,7 @@ own gradient, and Adam is elementwise, so one Adam over the stacked weights is
 S separate Adams.
 
 With ``training.batch_seeds: true`` the workflow's ``train_seeds`` rule calls
-:func:`train_seeds` once per FF configuration (see "Speed" in README.md). A
+:func:`train_seeds` once per configuration (see "Speed" in README.md). A
 batched job checkpoints as a single run does, and a killed job resumes to the
 weights an uninterrupted one ends with.
 """
@@ -26,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ffrep.config import RunConfig
-from ffrep.models import FFNet, goodness, relu_normalize_
+from ffrep.models import BPNet, FFNet, goodness, relu_normalize_, unit_normalize
 from ffrep.train import (
     CHUNK,
     Checkpoint,
@@ -34,6 +35,7 @@ from ffrep.train import (
     FFData,
     Progress,
     adam,
+    check_finite,
     generator,
     optimizer_step,
     precision_context,
@@ -53,6 +55,13 @@ class StackedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.baddbmm(self.bias[:, None, :], x, self.weight.transpose(1, 2))
+
+    @torch.no_grad()
+    def unstack_into(self, layers: list[nn.Linear]) -> None:
+        """Copy seed s's weight and bias into ``layers[s]``."""
+        for s, layer in enumerate(layers):
+            layer.weight.copy_(self.weight[s])
+            layer.bias.copy_(self.bias[s])
 
 
 def _rows(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -101,6 +110,56 @@ def _ff_losses(g: torch.Tensor, b: int, threshold: float) -> torch.Tensor:
     return F.softplus(signed).mean(1)
 
 
+class _SeedTraining:
+    """What every batched trainer shares: the seeds' generators and histories,
+    resuming from a checkpoint, saving one, and an epoch's bookkeeping."""
+
+    def __init__(self, nets, runs: list[RunConfig], ckpt, checkpointer, history):
+        run = runs[0]
+        same = {k: v for k, v in run.__dict__.items() if k != "seed"}
+        for other in runs[1:]:
+            if {k: v for k, v in other.__dict__.items() if k != "seed"} != same:
+                raise ValueError("batched seeds must share every setting but the seed")
+        self.nets, self.runs = nets, runs
+        self.checkpointer = checkpointer or Checkpointer(None, run)
+        self.ckpt = ckpt or Checkpoint()
+        self.gens = [generator(r.seed, "shuffle") for r in runs]
+        self.histories = [history() for _ in runs]
+        if self.ckpt.model:
+            for net, state in zip(nets, self.ckpt.model["seeds"], strict=True):
+                net.load_state_dict(state)
+            for gen, state in zip(self.gens, self.ckpt.generator, strict=True):
+                # a copy: torch 2.14 crashes on a state that is a view into a stack
+                gen.set_state(state.clone())
+            self.histories = self.ckpt.history["loss"]
+
+    def perm(self, n: int, device) -> torch.Tensor:
+        """(S, N): each seed's order of the epoch, from its own generator."""
+        orders = [torch.randperm(n, generator=g) for g in self.gens]
+        return torch.stack(orders).to(device)
+
+    def epoch_losses(self, total: torch.Tensor, n: int, where: str) -> list[float]:
+        """Each seed's epoch loss from its summed loss (S,), checked finite;
+        the epoch's one host sync."""
+        losses = (total / n).tolist()
+        for run, value in zip(self.runs, losses, strict=True):
+            check_finite(value, f"seed {run.seed}, {where}")
+        return losses
+
+    def save(self, stage: int, epoch: int, opt=None) -> None:
+        """A checkpoint of the networks as they are in ``nets`` now."""
+        self.checkpointer.save(
+            Checkpoint(
+                stage=stage,
+                epoch=epoch,
+                model={"seeds": [net.state_dict() for net in self.nets]},
+                optimizer=opt.state_dict() if opt is not None else {},
+                generator=torch.stack([g.get_state() for g in self.gens]),
+                history={"loss": self.histories},
+            )
+        )
+
+
 def train_ff_seeds(
     nets: list[FFNet],
     ffdata: FFData,
@@ -123,37 +182,12 @@ def train_ff_seeds(
     """
     run = runs[0]
     device, n = ffdata.device, ffdata.y.shape[0]
-    same = {k: v for k, v in run.__dict__.items() if k != "seed"}
-    for other in runs[1:]:
-        if {k: v for k, v in other.__dict__.items() if k != "seed"} != same:
-            raise ValueError("batched seeds must share every setting but the seed")
-    checkpointer = checkpointer or Checkpointer(None, run)
+    state = _SeedTraining(
+        nets, runs, ckpt, checkpointer, lambda: [[] for _ in run.hidden_units]
+    )
+    ckpt = state.ckpt
     seeds = SeedData(ffdata, runs)
-    gens = [generator(r.seed, "shuffle") for r in runs]
-    histories = [[[] for _ in run.hidden_units] for _ in runs]
-    ckpt = ckpt or Checkpoint()
-    if ckpt.model:
-        for net, state in zip(nets, ckpt.model["seeds"], strict=True):
-            net.load_state_dict(state)
-        for gen, state in zip(gens, ckpt.generator, strict=True):
-            # a copy: torch 2.14 crashes on a state that is a view into a stack
-            gen.set_state(state.clone())
-        histories = ckpt.history["loss"]
     hp = hn = None  # (S, N, H) n(h) of each seed's positives and negatives
-
-    def save(stage: int, epoch: int, opt=None, layer=None) -> None:
-        if layer is not None:
-            _unstack(layer, nets, stage)
-        checkpointer.save(
-            Checkpoint(
-                stage=stage,
-                epoch=epoch,
-                model={"seeds": [net.state_dict() for net in nets]},
-                optimizer=opt.state_dict() if opt is not None else {},
-                generator=torch.stack([g.get_state() for g in gens]),
-                history={"loss": histories},
-            )
-        )
 
     for li in range(len(run.hidden_units)):
         layer = StackedLinear([net.layers[li] for net in nets]).to(device)
@@ -169,9 +203,7 @@ def train_ff_seeds(
             run.epochs, start_epoch, f"ff layer {li + 1}, {len(runs)} seeds"
         )
         for epoch in range(start_epoch, run.epochs):
-            # (S, N): each seed's own order, from its own generator
-            perm = torch.stack([torch.randperm(n, generator=g) for g in gens])
-            perm = perm.to(device)
+            perm = state.perm(n, device)
             total = torch.zeros(len(runs), device=device)
             for start in range(0, n, run.batch_size):
                 idx = perm[:, start : start + run.batch_size]  # (S, B)
@@ -189,28 +221,130 @@ def train_ff_seeds(
                 # the sum gives every seed exactly its own gradient
                 optimizer_step(opt, losses.sum())
                 total += losses.detach() * b
-            # one host sync per epoch
-            epoch_losses = (total / n).tolist()
-            for s, value in enumerate(epoch_losses):
-                histories[s][li].append(value)
-            progress.step(loss=sum(epoch_losses) / len(epoch_losses))
-            if checkpointer.due(epoch + 1, run.epochs):
-                save(li, epoch + 1, opt, layer)
+            where = f"layer {li + 1}, epoch {epoch + 1}"
+            losses = state.epoch_losses(total, n, where)
+            for history, value in zip(state.histories, losses, strict=True):
+                history[li].append(value)
+            progress.step(loss=sum(losses) / len(losses))
+            if state.checkpointer.due(epoch + 1, run.epochs):
+                layer.unstack_into([net.layers[li] for net in nets])
+                state.save(li, epoch + 1, opt)
         progress.close()
-        _unstack(layer, nets, li)
+        layer.unstack_into([net.layers[li] for net in nets])
         del opt
         if li + 1 < len(run.hidden_units):
             hp, hn = _advance(seeds, layer, li, hp, hn, run)
-            save(li + 1, 0)
-    return histories
+            state.save(li + 1, 0)
+    return state.histories
 
 
-@torch.no_grad()
-def _unstack(layer: StackedLinear, nets: list[FFNet], li: int) -> None:
-    """Copy each seed's slice of the stacked layer into its network."""
-    for s, net in enumerate(nets):
-        net.layers[li].weight.copy_(layer.weight[s])
-        net.layers[li].bias.copy_(layer.bias[s])
+class StackedNet(nn.Module):
+    """The seeds' networks trained as a whole (BP/FF, BP), every layer stacked:
+    the hidden layers, and BP's read-out."""
+
+    def __init__(self, nets: list[FFNet] | list[BPNet]):
+        super().__init__()
+        self.nets = nets
+        first = nets[0]
+        self.layers = nn.ModuleList(
+            StackedLinear([net.layers[i] for net in nets])
+            for i in range(len(first.layers))
+        )
+        is_bp = isinstance(first, BPNet)
+        self.head = StackedLinear([net.head for net in nets]) if is_bp else None
+        self.normalization = getattr(first, "normalization", "none")
+
+    def unstack(self) -> None:
+        """Copy each seed's slices back into its network."""
+        for i, layer in enumerate(self.layers):
+            layer.unstack_into([net.layers[i] for net in self.nets])
+        if self.head is not None:
+            self.head.unstack_into([net.head for net in self.nets])
+
+
+def _bp_ff_seeds_epoch(model: StackedNet, opt, seeds: SeedData, perm, run):
+    """One BP/FF epoch of every seed, as :func:`train.bp_ff_epoch`; (S,) losses."""
+    total = torch.zeros(perm.shape[0], device=perm.device)
+    for start in range(0, perm.shape[1], run.batch_size):
+        idx = perm[:, start : start + run.batch_size]  # (S, B)
+        with precision_context(run.precision, perm.device):
+            h = F.relu(seeds.batch_pre(model.layers[0], idx))  # (S, 2B, H)
+            g = goodness(h, run.goodness)
+            for layer in model.layers[1:]:
+                h = F.relu(layer(unit_normalize(h, model.normalization)))
+                g = g + goodness(h, run.goodness)
+            losses = _ff_losses(g.float(), idx.shape[1], run.threshold)
+        optimizer_step(opt, losses.sum())
+        total += losses.detach() * idx.shape[1]
+    return total
+
+
+def _bp_seeds_epoch(model: StackedNet, opt, x, y, perm, run):
+    """One BP epoch of every seed, as :func:`train.bp_epoch`; (S,) losses."""
+    total = torch.zeros(perm.shape[0], device=perm.device)
+    for start in range(0, perm.shape[1], run.batch_size):
+        idx = perm[:, start : start + run.batch_size]  # (S, B)
+        s, b = idx.shape
+        with precision_context(run.precision, perm.device):
+            h = x[idx]  # (S, B, D)
+            for layer in model.layers:
+                h = F.relu(layer(h))
+            logits = model.head(h).float().flatten(0, 1)
+            losses = F.cross_entropy(logits, y[idx].flatten(), reduction="none")
+            losses = losses.view(s, b).mean(1)
+        optimizer_step(opt, losses.sum())
+        total += losses.detach() * b
+    return total
+
+
+def _train_seeds_end_to_end(nets, runs, ckpt, checkpointer, n, device, epoch_fn):
+    """The epochs of the seeds' networks trained as a whole, stacked:
+    ``epoch_fn(model, opt, perm)`` runs one epoch and returns (S,) summed
+    losses. Checkpoints and resumes as :func:`train_ff_seeds` does."""
+    run = runs[0]
+    state = _SeedTraining(nets, runs, ckpt, checkpointer, list)
+    model = StackedNet(nets).to(device)
+    opt = adam(model.parameters(), run, device)
+    if state.ckpt.optimizer:
+        opt.load_state_dict(state.ckpt.optimizer)
+    name = f"{run.algorithm}, {len(runs)} seeds"
+    progress = Progress(run.epochs, state.ckpt.epoch, name)
+    for epoch in range(state.ckpt.epoch, run.epochs):
+        total = epoch_fn(model, opt, state.perm(n, device))
+        losses = state.epoch_losses(total, n, f"epoch {epoch + 1} (all layers)")
+        for history, value in zip(state.histories, losses, strict=True):
+            history.append(value)
+        progress.step(loss=sum(losses) / len(losses))
+        if state.checkpointer.due(epoch + 1, run.epochs):
+            model.unstack()
+            state.save(0, epoch + 1, opt)
+    progress.close()
+    model.unstack()
+    return state.histories
+
+
+def train_bp_ff_seeds(nets, ffdata: FFData, runs, ckpt=None, checkpointer=None):
+    """BP/FF for every seed at once, as :func:`train.train_bp_ff` for each."""
+    seeds = SeedData(ffdata, runs)
+
+    def epoch_fn(model, opt, perm):
+        return _bp_ff_seeds_epoch(model, opt, seeds, perm, runs[0])
+
+    n = ffdata.y.shape[0]
+    return _train_seeds_end_to_end(
+        nets, runs, ckpt, checkpointer, n, ffdata.device, epoch_fn
+    )
+
+
+def train_bp_seeds(nets, x, y, runs, ckpt=None, checkpointer=None):
+    """BP for every seed at once, as :func:`train.train_bp` for each."""
+
+    def epoch_fn(model, opt, perm):
+        return _bp_seeds_epoch(model, opt, x, y, perm, runs[0])
+
+    return _train_seeds_end_to_end(
+        nets, runs, ckpt, checkpointer, x.shape[0], x.device, epoch_fn
+    )
 
 
 @torch.no_grad()
@@ -240,11 +374,11 @@ def train_seeds(
     metrics_outs: list,
     checkpoint=None,
 ) -> list[dict]:
-    """Train the seeds ``runs`` of one FF configuration in one job and write
+    """Train the seeds ``runs`` of one configuration in one job and write
     every seed's weights and metrics where its own ``ffrep train`` would;
     ``checkpoint`` is the job's checkpoint file, removed once they are."""
     from ffrep.datasets import DATASETS
-    from ffrep.models import LabelOverlay
+    from ffrep.models import LabelOverlay, build_model
     from ffrep.train import (
         allowed_classes,
         configure_torch,
@@ -254,9 +388,6 @@ def train_seeds(
     )
 
     run = runs[0]
-    if run.algorithm != "ff":
-        # TODO(batched BP/FF, BP): stack those models too
-        raise NotImplementedError("batched seeds are implemented for FF only")
     device = configure_torch(run)
     log.info(
         "training seeds %s of %s on %s", [r.seed for r in runs], run.run_id, device
@@ -266,18 +397,22 @@ def train_seeds(
     nets = []
     for r in runs:
         torch.manual_seed(r.seed)
-        nets.append(FFNet(info.n_inputs, r.hidden_units, r.input_normalization))
-    nets = [net.to(device) for net in nets]
-    train_label = label_value(run, x)
-    overlay = LabelOverlay(info, train_label, device)
-    ffdata = FFData(x, y.cpu(), allowed_classes(run), run, overlay, device)
-    del x
+        nets.append(build_model(r.algorithm, info, r).to(device))
     checkpointer = Checkpointer(checkpoint, run, runs[1:])
     ckpt = checkpointer.load() or Checkpoint()
     t0 = time.perf_counter()
-    histories = train_ff_seeds(nets, ffdata, runs, ckpt, checkpointer)
+    train_label = None
+    if run.algorithm == "bp":
+        histories = train_bp_seeds(nets, x, y, runs, ckpt, checkpointer)
+    else:
+        train_label = label_value(run, x)
+        overlay = LabelOverlay(info, train_label, device)
+        ffdata = FFData(x, y.cpu(), allowed_classes(run), run, overlay, device)
+        del x
+        trainer = train_ff_seeds if run.algorithm == "ff" else train_bp_ff_seeds
+        histories = trainer(nets, ffdata, runs, ckpt, checkpointer)
+        del ffdata
     wall_s = time.perf_counter() - t0
-    del ffdata
     timing = {
         "n_train": int(y.shape[0]),
         "wall_time_s": wall_s / len(runs),

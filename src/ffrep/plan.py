@@ -138,14 +138,20 @@ def plan(
     efficiency: float = EFFICIENCY,
     step_overhead_s: float = STEP_OVERHEAD_S,
 ) -> pd.DataFrame:
-    """One row per (stage, dataset, algorithm) of a validated ``config``."""
+    """One row per (stage, dataset, algorithm) of a validated ``config``.
+
+    With ``training.batch_seeds`` the seeds of a configuration are one
+    ``train_seeds`` job: their FLOPs add up, their steps run together.
+    """
+    batched = config["training"]["batch_seeds"]
+    train_stage = "train_seeds" if batched else "train"
     rows = {}
     for dataset, algorithm, arch, seed in grid_runs(config):
         run = resolve_run(config, dataset, algorithm, arch, seed)
         device = device_for(gpu, run.precision, efficiency, step_overhead_s)
         rate = device.tflops * 1e12
         stages = {
-            "train": (
+            train_stage: (
                 training_flops(run) + prediction_flops(run),
                 training_steps(run),
             ),
@@ -155,7 +161,11 @@ def plan(
         for stage, (flops, steps) in stages.items():
             key = (stage, dataset, algorithm, arch)
             row = rows.setdefault(key, {"jobs": 0, "flops": 0.0, "seconds": 0.0})
-            row["jobs"] += 1
+            joins = batched and stage == train_stage and row["jobs"] > 0
+            if joins:
+                steps = 0  # a seed more in the same job's steps
+            else:
+                row["jobs"] += 1
             row["flops"] += flops
             row["seconds"] += flops / rate + steps * device.step_overhead_s
     table = pd.DataFrame(

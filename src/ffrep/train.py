@@ -223,7 +223,7 @@ class Progress:
         self.bar.close()
 
 
-def _check_finite(value: float, where: str) -> None:
+def check_finite(value: float, where: str) -> None:
     """Stop at the first epoch whose mean loss is NaN or infinite, before it is
     checkpointed: nothing diverged is kept."""
     if not np.isfinite(value):
@@ -510,7 +510,7 @@ def train_ff(net: FFNet, ffdata: FFData, run: RunConfig, ckpt, checkpointer, gen
             total = ff_epoch(net.layers[layer_index], opt, batch_pre, perm, run)
             # one host sync per epoch
             epoch_loss = total.item() / n
-            _check_finite(epoch_loss, f"layer {layer_index + 1}, epoch {epoch + 1}")
+            check_finite(epoch_loss, f"layer {layer_index + 1}, epoch {epoch + 1}")
             history[layer_index].append(epoch_loss)
             progress.step(loss=epoch_loss)
             if checkpointer.due(epoch + 1, run.epochs):
@@ -578,7 +578,7 @@ def _train_end_to_end(
         perm = torch.randperm(n, generator=gen).to(device)
         # one host sync per epoch
         epoch_loss = epoch_fn(opt, epoch, perm).item() / n
-        _check_finite(epoch_loss, f"epoch {epoch + 1} (all layers)")
+        check_finite(epoch_loss, f"epoch {epoch + 1} (all layers)")
         history.append(epoch_loss)
         progress.step(loss=epoch_loss)
         if checkpointer.due(epoch + 1, run.epochs):

@@ -1,4 +1,4 @@
-# training.batch_seeds: every FF seed of one configuration trained in one job,
+# training.batch_seeds: every seed of one configuration trained in one job,
 # which writes each seed's model and metrics where the train rule would.
 import shlex
 
@@ -32,8 +32,6 @@ rule train_seeds:
         metrics=expand(f"{SEED_RUN}/metrics.json", seed=config["grid"]["seeds"]),
     log:
         "logs/train_seeds/{dataset}/{algorithm}/{architecture}.log",
-    wildcard_constraints:
-        algorithm="ff",
     conda:
         "../../environment.yml"
     threads: 2
