@@ -116,6 +116,79 @@ def test_batch_pre_equals_the_straightforward_batch(sampling):
     torch.testing.assert_close(fast, direct, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["l2_norm", "sum_of_squares", "mean_of_squares"])
+@pytest.mark.parametrize("sampling", ["paper", "uniform"])
+def test_hand_computed_step_equals_the_autograd_step(kind, sampling):
+    from ffrep.ffstep import FFStep
+    from ffrep.models import relu_goodness
+    from ffrep.train import adam, batch_pre, optimizer_step
+
+    run = small_run(negative_sampling=sampling, goodness=kind)
+    x, y = small_data()
+    overlay = LabelOverlay(DATASETS["fashion_mnist"], float(x.max()))
+    ffdata = FFData(x.clone(), y, ALL, run, overlay, torch.device("cpu"))
+    batches = ffdata.batches(*ffdata.fixed)
+    torch.manual_seed(0)
+    plain = torch.nn.Linear(x.shape[1], 12)
+    hand = copy.deepcopy(plain)
+    plain_opt = adam(plain.parameters(), run, torch.device("cpu"))
+    step = FFStep(hand, adam(hand.parameters(), run, torch.device("cpu")), run)
+    # batches that shrink and grow again: the kept buffers are reused and regrown
+    for size in (50, 50, 17, 64, 3):
+        idx = torch.randperm(len(y))[:size]
+        g = relu_goodness(batch_pre(plain, batches, idx), kind)
+        want = ff_loss(g[:size], g[size:], run.threshold)
+        optimizer_step(plain_opt, want)
+        got = step(batches, idx)
+        torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-6)
+        for p, q in zip(hand.parameters(), plain.parameters(), strict=True):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6)
+            # Adam moves a weight whose gradient is at the rounding level by
+            # up to ~lr, so the weights are compared more loosely
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+def test_stored_deeper_inputs_step_by_hand_as_through_autograd():
+    from ffrep.ffstep import FFStep
+    from ffrep.models import relu_goodness
+    from ffrep.train import FFInputs, adam, batch_pre, optimizer_step
+
+    run = small_run()
+    x, y = small_data()
+    overlay = LabelOverlay(DATASETS["fashion_mnist"], float(x.max()))
+    torch.manual_seed(0)
+    net = FFNet(x.shape[1], run.hidden_units)
+    inputs = FFInputs(net, FFData(x.clone(), y, ALL, run, overlay, torch.device("cpu")))
+    inputs.advance()
+    batches = inputs.batches(0)
+    plain, hand = net.layers[1], copy.deepcopy(net.layers[1])
+    plain_opt = adam(plain.parameters(), run, torch.device("cpu"))
+    step = FFStep(hand, adam(hand.parameters(), run, torch.device("cpu")), run)
+    for size in (64, 64, 9):
+        idx = torch.randperm(len(y))[:size]
+        g = relu_goodness(batch_pre(plain, batches, idx), run.goodness)
+        optimizer_step(plain_opt, ff_loss(g[:size], g[size:], run.threshold))
+        step(batches, idx)
+    for p, q in zip(hand.parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_ff_epochs_go_through_autograd():
+    from ffrep.ffstep import FFStep
+
+    with pytest.raises(ValueError, match="fp32 or tf32"):
+        FFStep(torch.nn.Linear(4, 4), None, small_run(precision="bf16"))
+    run = small_run(precision="bf16")
+    x, y = small_data()
+    torch.manual_seed(0)
+    net = FFNet(x.shape[1], run.hidden_units)
+    overlay = LabelOverlay(DATASETS["fashion_mnist"], float(x.max()))
+    ffdata = FFData(x.clone(), y, ALL, run, overlay, torch.device("cpu"))
+    gen = generator(run.seed, "shuffle")
+    history = train_ff(net, ffdata, run, Checkpoint(), Checkpointer(None, run), gen)
+    assert all(math.isfinite(v) for layer in history for v in layer)
+
+
 def reference_ff(net, x, y, run):
     """Greedy FF written the plain way, with the trainer's draws."""
     overlay = LabelOverlay(DATASETS[run.dataset], float(x.max()))
@@ -160,6 +233,7 @@ def reference_ff(net, x, y, run):
         {"negative_sampling": "uniform"},
         {"resample_negatives": True},
         {"input_normalization": "none", "goodness": "sum_of_squares"},
+        {"goodness": "mean_of_squares", "negative_sampling": "uniform"},
         {"ff_deeper_inputs": "recomputed"},
         {"ff_deeper_inputs": "recomputed", "negative_sampling": "uniform"},
         {"ff_deeper_inputs": "recomputed", "resample_negatives": True},

@@ -482,12 +482,12 @@ def _ff_layer(inputs: FFInputs, layer, ref_layer, pos, neg, order, run, sizes):
     """The rounds of one FF layer's epoch, ffrep's and the reference's, and its
     matmul bound; the layers end as after their first round."""
     device = order.device
-    batch_pre = inputs.batches(0)
+    batches = inputs.batches(0)
     mine, theirs = Replay(layer), Replay(ref_layer)
 
     def ours(round_):
         opt = adam(layer.parameters(), run, device)
-        return mine(round_, _epoch_loss, ff_epoch, layer, opt, batch_pre, order, run)
+        return mine(round_, _epoch_loss, ff_epoch, layer, opt, batches, order, run)
 
     def reference(round_):
         return theirs(

@@ -245,7 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("train-seeds", help="train several FF seeds in one job")
+    p = sub.add_parser(
+        "train-seeds", help="train the seeds of one configuration in one job"
+    )
     p.add_argument("--run-json", nargs="+", required=True, help="one per seed")
     p.add_argument("--data", required=True, help="prepared dataset file (.pt)")
     p.add_argument("--model", nargs="+", required=True, help="one per seed")

@@ -22,6 +22,21 @@ def goodness(h: torch.Tensor, kind: str) -> torch.Tensor:
     raise ValueError(f"unknown goodness {kind!r}")
 
 
+def goodness_coefficient(
+    grad_g: torch.Tensor, g: torch.Tensor, width: int, kind: str
+) -> torch.Tensor:
+    """The per-row ``c`` of a goodness's gradient ``dg/dh = c · h``, times the
+    gradient ``grad_g`` arriving at the goodness ``g`` of rows ``width`` wide."""
+    if kind == "l2_norm":
+        # d||h||/dh = h / ||h||, and 0 for an all-zero row, as autograd gives
+        return torch.where(g > 0, grad_g / g.clamp_min(EPS), 0.0)
+    if kind == "sum_of_squares":
+        return 2.0 * grad_g
+    if kind == "mean_of_squares":
+        return 2.0 * grad_g / width
+    raise ValueError(f"unknown goodness {kind!r}")
+
+
 class _ReluGoodness(torch.autograd.Function):
     """``goodness(relu(pre))`` with a one-pass backward.
 
@@ -41,13 +56,7 @@ class _ReluGoodness(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_g: torch.Tensor):
         h, g = ctx.saved_tensors
-        if ctx.kind == "l2_norm":
-            # d||h||/dh = h / ||h||, and 0 for an all-zero row, as autograd gives
-            coef = torch.where(g > 0, grad_g / g.clamp_min(EPS), 0.0)
-        elif ctx.kind == "sum_of_squares":
-            coef = 2.0 * grad_g
-        else:
-            coef = 2.0 * grad_g / h.shape[-1]
+        coef = goodness_coefficient(grad_g, g, h.shape[-1], ctx.kind)
         return h * coef.unsqueeze(-1).to(h.dtype), None
 
 

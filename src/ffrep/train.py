@@ -24,6 +24,7 @@ from ffrep import data as data_mod
 from ffrep.config import RunConfig
 from ffrep.datasets import DATASETS, N_CLASSES
 from ffrep.errors import FFrepError
+from ffrep.ffstep import FFBatches, FFStep, SharedImages
 from ffrep.io import atomic_path, write_json
 from ffrep.models import (
     BPNet,
@@ -307,16 +308,13 @@ class FFData:
     def negatives(self, epoch: int):
         return self.fixed if self.fixed is not None else self.draw(epoch)
 
-    def labelled(self, rows: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """(R, D) normalised inputs of images ``rows`` labelled ``labels``."""
+    def labelled(self, rows: torch.Tensor, labels: torch.Tensor, out=None):
+        """(R, D) normalised inputs of images ``rows`` labelled ``labels``, in
+        ``out`` if given."""
         # the gather (faster than base[rows]) is a copy the label is written into
-        base = self.base.index_select(0, rows)
+        base = torch.index_select(self.base, 0, rows, out=out)
         scale = self.label_scale[rows]
         return labelled_input_(base, self.overlay.positions, scale, labels)
-
-    def pre(self, layer, rows: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """First-layer pre-activations of images ``rows`` labelled ``labels``."""
-        return layer(self.labelled(rows, labels))
 
     @torch.no_grad()
     def freeze_first(self, layer) -> None:
@@ -340,19 +338,31 @@ class FFData:
         pre.addcmul_(self.label_scale[rows][:, None], self.label_rows[labels])
         return pre.add_(self.first_bias)
 
-    def batch_pre(self, layer, idx, image, wrong) -> torch.Tensor:
-        """(2B, H) first-layer pre-activations of positives ``idx``, then of
-        their negatives (negative slot j is image ``image[j]`` labelled
-        ``wrong[j]``)."""
+    def batches(self, image, wrong) -> FFBatches:
+        """The first layer's batches with the negatives ``image``, ``wrong``
+        (negative slot j is image ``image[j]`` labelled ``wrong[j]``)."""
         if self.same_image:
             # a negative is its positive's image: one product serves both
-            labels = torch.stack([self.y_device[idx], wrong[idx]])  # (2, B)
-            base = self.base.index_select(0, idx)
-            return twice_labelled_pre(
-                layer, self.overlay.positions, base, self.label_scale[idx], labels
-            )
-        labels = torch.cat([self.y_device[idx], wrong[idx]])  # (2B,)
-        return self.pre(layer, torch.cat([idx, image[idx]]), labels)
+            def shared(idx, out=None) -> SharedImages:
+                return SharedImages(
+                    base=torch.index_select(self.base, 0, idx, out=out),
+                    scale=self.label_scale[idx],
+                    labels=torch.stack([self.y_device[idx], wrong[idx]]),  # (2, B)
+                    positions=self.overlay.positions,
+                )
+
+            return FFBatches(shared=shared)
+
+        def rows(idx, out=None) -> torch.Tensor:
+            labels = torch.cat([self.y_device[idx], wrong[idx]])  # (2B,)
+            return self.labelled(torch.cat([idx, image[idx]]), labels, out)
+
+        return FFBatches(rows=rows)
+
+    def batch_pre(self, layer, idx, image, wrong) -> torch.Tensor:
+        """(2B, H) first-layer pre-activations of positives ``idx``, then of
+        their negatives, through autograd."""
+        return batch_pre(layer, self.batches(image, wrong), idx)
 
 
 class FFInputs:
@@ -375,34 +385,33 @@ class FFInputs:
         self.hp: torch.Tensor | None = None  # (N, H) n(h) of the positives
         self.hn: torch.Tensor | None = None  # (N, H) n(h) of the fixed negatives
 
-    def batches(self, epoch: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        """A function from batch indices (B,) to (2B, H) pre-activations."""
-        layer = self.net.layers[self.layer]
+    def batches(self, epoch: int) -> FFBatches:
+        """The inputs of the current layer's batches in ``epoch``."""
         image, wrong = self.data.negatives(epoch)
         if self.layer == 0:
-            return lambda idx: self.data.batch_pre(layer, idx, image, wrong)
+            return self.data.batches(image, wrong)
         if self.recompute:
             y = self.data.y_device
-            return lambda idx: layer(
-                self._through_frozen(
-                    torch.cat([idx, image[idx]]), torch.cat([y[idx], wrong[idx]])
-                )
-            )
-        if self.hn is not None:
-            hp, hn = self.hp, self.hn
 
-            def stored(idx):
-                # both gathers straight into the batch, no concatenated copy
-                b = idx.shape[0]
-                rows = hp.new_empty(2 * b, hp.shape[1])
-                torch.index_select(hp, 0, idx, out=rows[:b])
-                torch.index_select(hn, 0, idx, out=rows[b:])
-                return layer(rows)
+            def recomputed(idx, out=None):
+                rows = torch.cat([idx, image[idx]])
+                return self._through_frozen(rows, torch.cat([y[idx], wrong[idx]]))
 
-            return stored
-        return lambda idx: layer(
-            torch.cat([self.hp[idx], self._through_frozen(image[idx], wrong[idx])])
-        )
+            return FFBatches(rows=recomputed)
+        hp, hn = self.hp, self.hn
+
+        def stored(idx, out=None):
+            # both halves gathered straight into the batch, no concatenated copy
+            b = idx.shape[0]
+            out = hp.new_empty(2 * b, hp.shape[1]) if out is None else out
+            torch.index_select(hp, 0, idx, out=out[:b])
+            if hn is not None:
+                torch.index_select(hn, 0, idx, out=out[b:])
+            else:  # resampled negatives: through the frozen layers
+                out[b:] = self._through_frozen(image[idx], wrong[idx])
+            return out
+
+        return FFBatches(rows=stored)
 
     @torch.no_grad()
     def _through_frozen(self, rows, labels) -> torch.Tensor:
@@ -465,14 +474,26 @@ def optimizer_step(opt, loss: torch.Tensor) -> None:
     opt.step()
 
 
-def ff_epoch(layer, opt, batch_pre, perm, run: RunConfig, max_steps=None):
+def batch_pre(layer, batches: FFBatches, idx: torch.Tensor) -> torch.Tensor:
+    """(2B, H) pre-activations of positives ``idx`` and their negatives,
+    through autograd."""
+    if batches.shared is not None:
+        s = batches.shared(idx, None)
+        return twice_labelled_pre(layer, s.positions, s.base, s.scale, s.labels)
+    return layer(batches.rows(idx, None))
+
+
+def ff_epoch(layer, opt, batches: FFBatches, perm, run: RunConfig, max_steps=None):
     """One epoch of one FF layer in the order ``perm``; returns the summed loss
     as a device scalar, so that the loop never waits for the device.
 
+    In fp32 and tf32 each step is computed by hand on kept buffers
+    (:class:`ffstep.FFStep`); ``bf16`` goes through autograd under autocast.
     ``max_steps`` stops early (for memory measurements only).
     """
     n = perm.shape[0]
     total = torch.zeros((), device=perm.device)
+    by_hand = FFStep(layer, opt, run) if run.precision != "bf16" else None
     for step, start in enumerate(range(0, n, run.batch_size)):
         if max_steps is not None and step >= max_steps:
             break
@@ -480,10 +501,13 @@ def ff_epoch(layer, opt, batch_pre, perm, run: RunConfig, max_steps=None):
 
         # goodness of the batch's positives, then of its negatives
         with precision_context(run.precision, perm.device):
-            g = relu_goodness(batch_pre(idx), run.goodness).float()  # (2B,)
-            loss = ff_loss(g[: len(idx)], g[len(idx) :], run.threshold)
-
-        optimizer_step(opt, loss)  # a layer-local step
+            if by_hand is not None:
+                loss = by_hand(batches, idx)
+            else:
+                g = relu_goodness(batch_pre(layer, batches, idx), run.goodness)
+                g = g.float()  # (2B,)
+                loss = ff_loss(g[: len(idx)], g[len(idx) :], run.threshold)
+                optimizer_step(opt, loss)  # a layer-local step
         total += loss.detach() * len(idx)
     return total
 
@@ -505,9 +529,9 @@ def train_ff(net: FFNet, ffdata: FFData, run: RunConfig, ckpt, checkpointer, gen
             start_epoch = ckpt.epoch
         progress = Progress(run.epochs, start_epoch, f"ff layer {layer_index + 1}")
         for epoch in range(start_epoch, run.epochs):
-            batch_pre = inputs.batches(epoch)
+            batches = inputs.batches(epoch)
             perm = torch.randperm(n, generator=gen).to(ffdata.device)
-            total = ff_epoch(net.layers[layer_index], opt, batch_pre, perm, run)
+            total = ff_epoch(net.layers[layer_index], opt, batches, perm, run)
             # one host sync per epoch
             epoch_loss = total.item() / n
             check_finite(epoch_loss, f"layer {layer_index + 1}, epoch {epoch + 1}")

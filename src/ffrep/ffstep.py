@@ -1,0 +1,153 @@
+"""The layer-local FF step computed by hand, on buffers kept between steps.
+
+For every goodness the FF loss's gradient with respect to a layer's
+pre-activations is the layer's output ``h`` times one coefficient per row
+(see :func:`models.goodness_coefficient`), so a step needs no autograd graph:
+the layer's product into a kept buffer, ReLU and goodness over it, the
+coefficients, the same buffer scaled into the gradient, the weight gradient's
+product into the kept ``.grad``, and Adam.
+
+No tensor of a batch's size is allocated after the first step. On a CPU a
+fresh tensor of that size (8 MiB for 2048 rows of 1000) is often memory the
+allocator maps anew, whose first touch costs page faults; a step of the plain
+autograd form spent about a fifth of its time in them on the 2-core machine
+the benchmark was written on. The step gives the autograd form's numbers to
+float rounding (tested).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ffrep.config import RunConfig
+from ffrep.models import goodness, goodness_coefficient, one_hot
+
+
+@dataclass
+class SharedImages:
+    """A first layer's batch whose negatives are their positives' images with
+    another label (``uniform``): B label-free normalised images, their label
+    scales, and (2, B) labels, positives' then negatives'."""
+
+    base: torch.Tensor
+    scale: torch.Tensor
+    labels: torch.Tensor
+    positions: torch.Tensor  # (10, C) input positions of each label
+
+
+@dataclass
+class FFBatches:
+    """Where an FF layer's steps read their inputs from.
+
+    ``rows(idx, out)`` gives the (2B, D) inputs of positives ``idx`` and then of
+    their negatives, written into ``out`` (a kept buffer) where it can, or into
+    a new tensor when ``out`` is None. For a first layer whose negatives share
+    their positives' images, ``shared(idx, out)`` gives :class:`SharedImages`
+    instead (the B images written into ``out``).
+    """
+
+    rows: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None
+    shared: Callable[[torch.Tensor, torch.Tensor | None], SharedImages] | None = None
+
+
+class FFStep:
+    """One layer-local FF step at a time for ``layer``, by hand.
+
+    ``precision`` must be ``fp32`` or ``tf32`` (the CUDA flags set around the
+    call apply to the products); ``bf16`` runs under autocast through autograd
+    instead (see :func:`train.ff_epoch`).
+    """
+
+    def __init__(self, layer: nn.Linear, opt: torch.optim.Optimizer, run: RunConfig):
+        if run.precision == "bf16":
+            raise ValueError("the hand-computed FF step runs in fp32 or tf32 only")
+        self.layer, self.opt, self.run = layer, opt, run
+        self._kept: dict[str, torch.Tensor] = {}
+        for p in layer.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+
+    def _buffer(self, name: str, rows: int, width: int) -> torch.Tensor:
+        """A kept (rows, width) buffer; a smaller last batch uses its head."""
+        kept = self._kept.get(name)
+        if kept is None or kept.shape[0] < rows or kept.shape[1] != width:
+            w = self.layer.weight
+            kept = self._kept[name] = w.new_empty(rows, width)
+        return kept[:rows]
+
+    @torch.no_grad()
+    def __call__(self, batches: FFBatches, idx: torch.Tensor) -> torch.Tensor:
+        """Train on positives ``idx`` and their negatives; the batch's mean loss
+        as a device scalar."""
+        b = idx.shape[0]
+        weight, bias = self.layer.weight, self.layer.bias
+        h_width, d_width = weight.shape
+        if batches.shared is not None:
+            batch = batches.shared(idx, self._buffer("inputs", b, d_width))
+            pre = self._twice_labelled_pre(batch)
+            loss = self._to_gradient_(pre, b)
+            self._twice_labelled_grads(batch, pre)
+        else:
+            inputs = batches.rows(idx, self._buffer("inputs", 2 * b, d_width))
+            pre = self._buffer("pre", 2 * b, h_width)
+            torch.addmm(bias, inputs, weight.T, out=pre)
+            loss = self._to_gradient_(pre, b)
+            torch.mm(pre.T, inputs, out=weight.grad)
+            torch.sum(pre, 0, out=bias.grad)
+        self.opt.step()
+        return loss
+
+    def _to_gradient_(self, pre: torch.Tensor, b: int) -> torch.Tensor:
+        """Turn (2b, H) pre-activations, positives first, into the loss's
+        gradient with respect to them, in place; return the mean loss.
+
+        loss = mean(softplus(s)), s = θ - g for positives and g - θ for
+        negatives, so dloss/dg = ∓ sigmoid(s) / 2b.
+        """
+        h = pre.clamp_min_(0)
+        g = goodness(h, self.run.goodness)  # (2b,)
+        signed = torch.cat([self.run.threshold - g[:b], g[b:] - self.run.threshold])
+        loss = F.softplus(signed).mean()
+        grad_g = torch.sigmoid(signed).div_(2 * b)
+        grad_g[:b].neg_()
+        coef = goodness_coefficient(grad_g, g, h.shape[1], self.run.goodness)
+        h.mul_(coef[:, None])
+        return loss
+
+    def _twice_labelled_pre(self, batch: SharedImages) -> torch.Tensor:
+        """(2B, H) pre-activations of the B images labelled twice, from one
+        product with their shared image part (as :func:`models.twice_labelled_pre`)."""
+        weight, bias = self.layer.weight, self.layer.bias
+        b, h_width = batch.base.shape[0], weight.shape[0]
+        shared = self._buffer("shared", b, h_width)
+        torch.addmm(bias, batch.base, weight.T, out=shared)
+        label_rows = weight[:, batch.positions].sum(-1).T  # (10, H)
+        pre = self._buffer("pre", 2 * b, h_width)
+        torch.index_select(label_rows, 0, batch.labels.flatten(), out=pre)
+        both = pre.view(2, b, h_width)
+        both.mul_(batch.scale[None, :, None]).add_(shared)
+        return pre
+
+    def _twice_labelled_grads(self, batch: SharedImages, grad: torch.Tensor) -> None:
+        """The weight and bias gradients from the (2B, H) gradient of
+        :meth:`_twice_labelled_pre`."""
+        weight, bias = self.layer.weight, self.layer.bias
+        b = batch.base.shape[0]
+        both = grad.view(2, b, -1)
+        shared = self._buffer("shared", b, grad.shape[1])
+        torch.add(both[0], both[1], out=shared)  # both copies read the image part
+        torch.mm(shared.T, batch.base, out=weight.grad)  # zero on the label region
+        torch.sum(shared, 0, out=bias.grad)
+        # each label's columns collect the scaled gradients of its copies
+        labels = batch.labels.flatten()
+        coef = one_hot(labels, grad.dtype) * batch.scale.repeat(2)[:, None]
+        per_label = coef.T.mm(grad)  # (10, H)
+        c = batch.positions.shape[1]
+        weight.grad.index_add_(
+            1, batch.positions.flatten(), per_label.repeat_interleave(c, 0).T
+        )
