@@ -121,33 +121,36 @@ class FFStep:
 
     def _twice_labelled_pre(self, batch: SharedImages) -> torch.Tensor:
         """(2B, H) pre-activations of the B images labelled twice, from one
-        product with their shared image part (as :func:`models.twice_labelled_pre`)."""
+        product with their shared image part (as
+        :func:`models.twice_labelled_pre`): the product goes into the first
+        half, is copied to the second, and each row's label columns, scaled,
+        are added by one product with the (2B, 10) scaled one-hot labels."""
         weight, bias = self.layer.weight, self.layer.bias
         b, h_width = batch.base.shape[0], weight.shape[0]
-        shared = self._buffer("shared", b, h_width)
-        torch.addmm(bias, batch.base, weight.T, out=shared)
-        label_rows = weight[:, batch.positions].sum(-1).T  # (10, H)
         pre = self._buffer("pre", 2 * b, h_width)
-        torch.index_select(label_rows, 0, batch.labels.flatten(), out=pre)
-        both = pre.view(2, b, h_width)
-        both.mul_(batch.scale[None, :, None]).add_(shared)
+        torch.addmm(bias, batch.base, weight.T, out=pre[:b])
+        pre[b:].copy_(pre[:b])
+        label_rows = weight[:, batch.positions].sum(-1).T  # (10, H)
+        pre.addmm_(self._scaled_labels(batch), label_rows)
         return pre
 
     def _twice_labelled_grads(self, batch: SharedImages, grad: torch.Tensor) -> None:
         """The weight and bias gradients from the (2B, H) gradient of
-        :meth:`_twice_labelled_pre`."""
+        :meth:`_twice_labelled_pre` (overwritten)."""
         weight, bias = self.layer.weight, self.layer.bias
         b = batch.base.shape[0]
-        both = grad.view(2, b, -1)
-        shared = self._buffer("shared", b, grad.shape[1])
-        torch.add(both[0], both[1], out=shared)  # both copies read the image part
+        # each label's columns collect the scaled gradients of its copies
+        per_label = self._scaled_labels(batch).T.mm(grad)  # (10, H)
+        shared = grad[:b].add_(grad[b:])  # both copies read the image part
         torch.mm(shared.T, batch.base, out=weight.grad)  # zero on the label region
         torch.sum(shared, 0, out=bias.grad)
-        # each label's columns collect the scaled gradients of its copies
-        labels = batch.labels.flatten()
-        coef = one_hot(labels, grad.dtype) * batch.scale.repeat(2)[:, None]
-        per_label = coef.T.mm(grad)  # (10, H)
         c = batch.positions.shape[1]
         weight.grad.index_add_(
             1, batch.positions.flatten(), per_label.repeat_interleave(c, 0).T
         )
+
+    @staticmethod
+    def _scaled_labels(batch: SharedImages) -> torch.Tensor:
+        """(2B, 10): each copy's one-hot label times its image's label scale."""
+        coef = one_hot(batch.labels.flatten(), batch.base.dtype)
+        return coef.mul_(batch.scale.repeat(2)[:, None])
