@@ -333,7 +333,10 @@ def test_benchmark_runs_in_quick_mode(capsys):
     checked = bench.targets(table)
     assert len(checked) == len(bench.TARGETS)
     memory = table[table["case"].str.startswith("FF training memory")]
-    assert (memory["peak_vs_data"] > 0).all()
+    assert (memory["peak_vs_images"] > 0).all()
+    assert list(memory["peak_vs_images"]) == pytest.approx(
+        list(2 * memory["peak_vs_pos_neg"])
+    )
     # a target is met exactly when the measured value is within its limit
     assert (
         (checked["measured"] <= checked["limit"]) == (checked["met"] == "yes")
