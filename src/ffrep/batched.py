@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ffrep.config import RunConfig
+from ffrep.ffstep import precision_context
 from ffrep.models import BPNet, FFNet, goodness, relu_normalize_, unit_normalize
 from ffrep.train import (
     CHUNK,
@@ -38,7 +39,6 @@ from ffrep.train import (
     check_finite,
     generator,
     optimizer_step,
-    precision_context,
     sample_negatives,
 )
 

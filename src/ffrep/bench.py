@@ -54,6 +54,7 @@ from ffrep.train import (
     bp_epoch,
     bp_ff_epoch,
     ff_epoch,
+    ff_step,
     generator,
     sample_negatives,
 )
@@ -488,9 +489,13 @@ def _ff_layer(inputs: FFInputs, layer, ref_layer, pos, neg, order, run, sizes):
     batches = inputs.batches(0)
     mine, theirs = Replay(layer), Replay(ref_layer)
 
+    # as the trainer does, one step object (and its buffers) for the layer's
+    # epochs; a fresh Adam each round, as the reference has
+    step = ff_step(layer, None, run)
+
     def ours(round_):
-        opt = adam(layer.parameters(), run, device)
-        return mine(round_, _epoch_loss, ff_epoch, layer, opt, batches, order, run)
+        step.opt = adam(layer.parameters(), run, device)
+        return mine(round_, _epoch_loss, ff_epoch, step, batches, order, run)
 
     def reference(round_):
         return theirs(
@@ -794,10 +799,12 @@ def _train_from_file(path: Path, sizes: Sizes, run: RunConfig, max_steps: int):
     order = torch.randperm(y.shape[0])
     for i, layer in enumerate(net.layers):
         opt = adam(layer.parameters(), run, device)
-        ff_epoch(layer, opt, inputs.batches(0), order, run, max_steps).item()
-        # as train_ff does: a trained layer's gradients and optimiser are dropped
+        step = ff_step(layer, opt, run)
+        ff_epoch(step, inputs.batches(0), order, run, max_steps).item()
+        # as train_ff does: a trained layer's gradients, optimiser and buffers
+        # are dropped
         layer.zero_grad(set_to_none=True)
-        del opt
+        del opt, step
         if i + 1 < len(net.layers):
             inputs.advance()
 

@@ -17,7 +17,8 @@ float rounding (tested).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,27 @@ from torch.nn import functional as F
 
 from ffrep.config import RunConfig
 from ffrep.models import goodness, goodness_coefficient, one_hot
+
+
+@contextlib.contextmanager
+def precision_context(precision: str, device: torch.device) -> Iterator[None]:
+    """The arithmetic of the training loops: ``fp32``, ``tf32`` (CUDA matmuls in
+    TF32) or ``bf16`` (autocast; weights and optimiser state stay fp32)."""
+    if precision == "fp32":
+        yield
+    elif precision == "tf32":
+        saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = saved[0]
+            torch.backends.cudnn.allow_tf32 = saved[1]
+    elif precision == "bf16":
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield
+    else:
+        raise ValueError(f"unknown precision {precision!r}")
 
 
 @dataclass
@@ -56,11 +78,12 @@ class FFBatches:
 
 
 class FFStep:
-    """One layer-local FF step at a time for ``layer``, by hand.
+    """One layer-local FF step at a time for ``layer``, by hand, with the
+    optimiser ``opt`` (an attribute, which may be replaced between steps).
 
-    ``precision`` must be ``fp32`` or ``tf32`` (the CUDA flags set around the
-    call apply to the products); ``bf16`` runs under autocast through autograd
-    instead (see :func:`train.ff_epoch`).
+    The run's precision must be ``fp32`` or ``tf32`` (TF32 products on CUDA);
+    ``bf16`` runs under autocast through autograd instead (see
+    :func:`train.ff_step`).
     """
 
     def __init__(self, layer: nn.Linear, opt: torch.optim.Optimizer, run: RunConfig):
@@ -84,6 +107,10 @@ class FFStep:
     def __call__(self, batches: FFBatches, idx: torch.Tensor) -> torch.Tensor:
         """Train on positives ``idx`` and their negatives; the batch's mean loss
         as a device scalar."""
+        with precision_context(self.run.precision, idx.device):
+            return self._step(batches, idx)
+
+    def _step(self, batches: FFBatches, idx: torch.Tensor) -> torch.Tensor:
         b = idx.shape[0]
         weight, bias = self.layer.weight, self.layer.bias
         h_width, d_width = weight.shape

@@ -4,14 +4,13 @@ resume to the same result as an uninterrupted one."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
 import random
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from ffrep import data as data_mod
 from ffrep.config import RunConfig
 from ffrep.datasets import DATASETS, N_CLASSES
 from ffrep.errors import FFrepError
-from ffrep.ffstep import FFBatches, FFStep, SharedImages
+from ffrep.ffstep import FFBatches, FFStep, SharedImages, precision_context
 from ffrep.io import atomic_path, write_json
 from ffrep.models import (
     BPNet,
@@ -251,27 +250,6 @@ def adam(params, run: RunConfig, device: torch.device) -> torch.optim.Adam:
     )
 
 
-@contextlib.contextmanager
-def precision_context(precision: str, device: torch.device) -> Iterator[None]:
-    """The arithmetic of the training loops: ``fp32``, ``tf32`` (CUDA matmuls in
-    TF32) or ``bf16`` (autocast; weights and optimiser state stay fp32)."""
-    if precision == "fp32":
-        yield
-    elif precision == "tf32":
-        saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        try:
-            yield
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = saved[0]
-            torch.backends.cudnn.allow_tf32 = saved[1]
-    elif precision == "bf16":
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            yield
-    else:
-        raise ValueError(f"unknown precision {precision!r}")
-
-
 class FFData:
     """The training set of an FF or BP/FF network, on the device.
 
@@ -483,32 +461,46 @@ def batch_pre(layer, batches: FFBatches, idx: torch.Tensor) -> torch.Tensor:
     return layer(batches.rows(idx, None))
 
 
-def ff_epoch(layer, opt, batches: FFBatches, perm, run: RunConfig, max_steps=None):
-    """One epoch of one FF layer in the order ``perm``; returns the summed loss
-    as a device scalar, so that the loop never waits for the device.
+class _AutogradFFStep:
+    """The layer-local step through autograd, for ``bf16`` under autocast."""
 
-    In fp32 and tf32 each step is computed by hand on kept buffers
-    (:class:`ffstep.FFStep`); ``bf16`` goes through autograd under autocast.
+    def __init__(self, layer, opt, run: RunConfig):
+        self.layer, self.opt, self.run = layer, opt, run
+
+    def __call__(self, batches: FFBatches, idx: torch.Tensor) -> torch.Tensor:
+        with precision_context(self.run.precision, idx.device):
+            pre = batch_pre(self.layer, batches, idx)
+            g = relu_goodness(pre, self.run.goodness).float()  # (2B,)
+            loss = ff_loss(g[: len(idx)], g[len(idx) :], self.run.threshold)
+        optimizer_step(self.opt, loss)
+        return loss.detach()
+
+
+def ff_step(layer, opt, run: RunConfig):
+    """The layer-local step of ``layer`` with the optimiser ``opt`` (its
+    ``opt`` attribute): computed by hand on buffers kept for as long as the
+    step is (:class:`ffstep.FFStep`) in fp32 and tf32, through autograd under
+    ``bf16`` autocast."""
+    if run.precision == "bf16":
+        return _AutogradFFStep(layer, opt, run)
+    return FFStep(layer, opt, run)
+
+
+def ff_epoch(step, batches: FFBatches, perm, run: RunConfig, max_steps=None):
+    """One epoch of one FF layer's ``step`` (see :func:`ff_step`) in the order
+    ``perm``; returns the summed loss as a device scalar, so that the loop
+    never waits for the device.
+
     ``max_steps`` stops early (for memory measurements only).
     """
     n = perm.shape[0]
     total = torch.zeros((), device=perm.device)
-    by_hand = FFStep(layer, opt, run) if run.precision != "bf16" else None
-    for step, start in enumerate(range(0, n, run.batch_size)):
-        if max_steps is not None and step >= max_steps:
+    for i, start in enumerate(range(0, n, run.batch_size)):
+        if max_steps is not None and i >= max_steps:
             break
-        idx = perm[start : start + run.batch_size]
-
-        # goodness of the batch's positives, then of its negatives
-        with precision_context(run.precision, perm.device):
-            if by_hand is not None:
-                loss = by_hand(batches, idx)
-            else:
-                g = relu_goodness(batch_pre(layer, batches, idx), run.goodness)
-                g = g.float()  # (2B,)
-                loss = ff_loss(g[: len(idx)], g[len(idx) :], run.threshold)
-                optimizer_step(opt, loss)  # a layer-local step
-        total += loss.detach() * len(idx)
+        # a local step on the batch's positives and negatives
+        loss = step(batches, perm[start : start + run.batch_size])
+        total += loss * min(run.batch_size, n - start)
     return total
 
 
@@ -527,11 +519,12 @@ def train_ff(net: FFNet, ffdata: FFData, run: RunConfig, ckpt, checkpointer, gen
         if ckpt.stage == layer_index and ckpt.optimizer:
             opt.load_state_dict(ckpt.optimizer)
             start_epoch = ckpt.epoch
+        step = ff_step(net.layers[layer_index], opt, run)
         progress = Progress(run.epochs, start_epoch, f"ff layer {layer_index + 1}")
         for epoch in range(start_epoch, run.epochs):
             batches = inputs.batches(epoch)
             perm = torch.randperm(n, generator=gen).to(ffdata.device)
-            total = ff_epoch(net.layers[layer_index], opt, batches, perm, run)
+            total = ff_epoch(step, batches, perm, run)
             # one host sync per epoch
             epoch_loss = total.item() / n
             check_finite(epoch_loss, f"layer {layer_index + 1}, epoch {epoch + 1}")
@@ -549,9 +542,10 @@ def train_ff(net: FFNet, ffdata: FFData, run: RunConfig, ckpt, checkpointer, gen
                     )
                 )
         progress.close()
-        # a trained layer's gradients and optimiser state are not needed again
+        # a trained layer's gradients, optimiser state and buffers are not
+        # needed again
         net.layers[layer_index].zero_grad(set_to_none=True)
-        del opt
+        del opt, step
         if layer_index + 1 < len(net.layers):
             inputs.advance()
             checkpointer.save(
