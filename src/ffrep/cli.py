@@ -184,8 +184,10 @@ def cmd_bench(args) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.rounds is not None and args.rounds < 1:
+        raise SystemExit(f"ffrep bench: --rounds must be at least 1, not {args.rounds}")
     cases = tuple(args.case or CASES) + (("svhn",) if args.svhn else ())
-    table = run_benchmark(args.quick, args.data, args.device, cases)
+    table = run_benchmark(args.quick, args.data, args.device, cases, args.rounds)
     sys.stdout.write(format_table(table) + "\n")
     if not args.quick:
         # the targets are set for the full sizes
@@ -324,6 +326,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only this case (repeatable; default: all)",
     )
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        help="times each case is run, in turn with what it is compared with;"
+        " the least time counts (default 5, 2 with --quick)",
+    )
     p.add_argument("--csv", help="also write the table here")
     p.set_defaults(func=cmd_bench)
 
