@@ -319,25 +319,39 @@ def ff_label_goodness(
     label_rows = overlay.value * first.weight[:, overlay.positions].sum(-1).T
     # one label entry per channel contributes value² to the squared length
     label_sq = overlay.positions.shape[1] * overlay.value**2
+    # each layer's output in a buffer of its own, kept for every chunk: no
+    # tensor of a chunk's size is allocated after the first
+    kept = [x.new_empty(chunk * N_CLASSES, layer.out_features) for layer in net.layers]
     for start in range(0, x.shape[0], chunk):
         xb = x[start : start + chunk].clone()
+        b = xb.shape[0]
         xb[:, overlay.region] = 0
         if net.normalization == "l2":
             scale = (xb.pow(2).sum(-1, keepdim=True) + label_sq).sqrt()
             scale = scale.clamp_min(EPS).reciprocal()  # (B, 1)
         else:
-            scale = xb.new_ones(xb.shape[0], 1)
+            scale = xb.new_ones(b, 1)
         # (B, H): the shared image part, scaled, with the bias
         shared = torch.addcmul(first.bias, xb @ first.weight.T, scale)
         # (B, 10, H): first-layer pre-activations of the ten labelled copies
-        pre = xb.new_empty(xb.shape[0], N_CLASSES, shared.shape[1])
+        pre = kept[0][: b * N_CLASSES].view(b, N_CLASSES, -1)
         torch.addcmul(shared[:, None, :], scale[:, :, None], label_rows, out=pre)
         h = F.relu_(pre).view(-1, pre.shape[-1])  # (B*10, H)
-        out[start : start + chunk, :, 0] = goodness(h, kind).view(-1, N_CLASSES)
-        for i in range(1, n_layers):
-            h = net.layer_forward(i, h)
+        for i in range(n_layers):
+            if i:
+                h = _layer_into(net, i, h, kept[i][: h.shape[0]])
             out[start : start + chunk, :, i] = goodness(h, kind).view(-1, N_CLASSES)
     return out
+
+
+def _layer_into(net: FFNet, i: int, h: torch.Tensor, out: torch.Tensor):
+    """``net.layer_forward(i, h)`` written into ``out``; ``h`` is normalised in
+    place."""
+    if net.normalization != "none":
+        h.div_(torch.linalg.vector_norm(h, dim=-1, keepdim=True).clamp_min(EPS))
+    layer = net.layers[i]
+    torch.addmm(layer.bias, h, layer.weight.T, out=out)
+    return F.relu_(out)
 
 
 def ff_predict(goodness_per_label: torch.Tensor, rule: str) -> torch.Tensor:
