@@ -629,3 +629,12 @@ def test_relu_goodness_has_the_gradient_of_its_plain_form(kind):
     plain = torch.autograd.grad((goodness(x.relu(), kind) * weights).sum(), x)[0]
     torch.testing.assert_close(fast, plain)
     assert torch.equal(fast[0], torch.zeros(5, dtype=torch.float64))
+
+
+def test_gpu_epochs_are_reported_against_the_cards_peak(monkeypatch):
+    assert bench.peak_note(torch.device("cpu"), 1e12, 1.0) == ""
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d: "NVIDIA H100 80GB")
+    note = bench.peak_note(torch.device("cuda"), 67e12, 2.0)
+    assert "33.5 TFLOP/s, 50% of the NVIDIA H100 80GB's fp32 peak" in note
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d: "Some Card")
+    assert "not in ffrep.plan.GPUS" in bench.peak_note(torch.device("cuda"), 1, 1)

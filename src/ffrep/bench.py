@@ -312,12 +312,29 @@ def _loss_note(ours: float, ref: float) -> str:
     return f"epoch loss differs from the reference by {abs(ours - ref) / abs(ref):.1e}"
 
 
-def _epoch_rows(case: str, ref: Best, ours: Best, bound, diff: float) -> list[Row]:
+def peak_note(device: torch.device, flops: float, seconds: float) -> str:
+    """On a GPU: the rate of ``flops`` in ``seconds`` and its fraction of the
+    card's dense fp32 peak (``plan.GPUS``); nothing on a CPU."""
+    if device.type != "cuda":
+        return ""
+    from ffrep.plan import peak_tflops
+
+    name = torch.cuda.get_device_name(device)
+    rate = flops / seconds / 1e12
+    peak = peak_tflops(name, "fp32")
+    if peak is None:
+        return f"; {rate:.1f} TFLOP/s on {name} (its peak is not in ffrep.plan.GPUS)"
+    return f"; {rate:.1f} TFLOP/s, {rate / peak:.0%} of the {name}'s fp32 peak"
+
+
+def _epoch_rows(
+    case: str, ref: Best, ours: Best, bound, diff: float, device: torch.device
+) -> list[Row]:
     """The reference, matmul-bound and ffrep rows of one epoch case; the cases'
     values are their epoch losses, ``bound`` is (seconds, FLOPs)."""
     bound_s, flops = bound
     note = f"{flops / 1e12:.3g} TFLOP, matmuls at {flops / bound_s / 1e9:.3g} GFLOP/s"
-    loss = _loss_note(ours.value, ref.value)
+    loss = _loss_note(ours.value, ref.value) + peak_note(device, flops, ours.seconds)
     return [
         Row(case, "reference loop", ref.seconds, ref.seconds, bound_s, ref.peak_mb),
         Row(case, "matmul bound", bound_s, ref.seconds, bound_s, note=note),
@@ -477,9 +494,8 @@ def bench_ff(splits, sizes: Sizes, device, run: RunConfig, label: str) -> list[R
         if i + 1 < len(net.layers):
             inputs.advance()
             pos, neg = _layer_out(ref_layer, pos, run), _layer_out(ref_layer, neg, run)
-    return _epoch_rows(
-        f"FF epoch ({label})", ref, ours, (bound_s, flops), _max_diff(net, ref_net)
-    )
+    diff = _max_diff(net, ref_net)
+    return _epoch_rows(f"FF epoch ({label})", ref, ours, (bound_s, flops), diff, device)
 
 
 def _ff_layer(inputs: FFInputs, layer, ref_layer, pos, neg, order, run, sizes):
@@ -575,8 +591,9 @@ def bench_bp_ff(splits, sizes: Sizes, device) -> list[Row]:
     )
     mine.restore()
     theirs.restore()
+    diff = _max_diff(net, ref_net)
     return _epoch_rows(
-        "BP/FF epoch", best["reference"], best["ffrep"], bound, _max_diff(net, ref_net)
+        "BP/FF epoch", best["reference"], best["ffrep"], bound, diff, device
     )
 
 
@@ -614,8 +631,9 @@ def bench_bp(splits, sizes: Sizes, device) -> list[Row]:
     )
     mine.restore()
     theirs.restore()
+    diff = _max_diff(net, ref_net)
     return _epoch_rows(
-        "BP epoch", best["reference"], best["ffrep"], bound, _max_diff(net, ref_net)
+        "BP epoch", best["reference"], best["ffrep"], bound, diff, device
     )
 
 
