@@ -434,8 +434,8 @@ def _separate_and_batched(algorithm, runs, x, y, checkpoint=None):
         separate.append(net)
 
     nets = [fresh(run) for run in runs]
-    checkpointer = Checkpointer(checkpoint, runs[0], runs[1:])
-    ckpt = checkpointer.load() or Checkpoint()
+    checkpointer = Checkpointer(checkpoint, runs[0], runs[1:], kind="seeds")
+    ckpt = checkpointer.load(nets) or Checkpoint()
     if algorithm == "bp":
         batched = train_bp_seeds(nets, x, y, runs, ckpt, checkpointer)
     else:
@@ -486,8 +486,8 @@ def _batched(algorithm, runs, x, y, checkpoint):
     for run in runs:
         torch.manual_seed(run.seed)
         nets.append(build_model(algorithm, DATASETS["fashion_mnist"], run))
-    checkpointer = Checkpointer(checkpoint, runs[0], runs[1:])
-    ckpt = checkpointer.load() or Checkpoint()
+    checkpointer = Checkpointer(checkpoint, runs[0], runs[1:], kind="seeds")
+    ckpt = checkpointer.load(nets) or Checkpoint()
     if algorithm == "bp":
         history = batched.train_bp_seeds(nets, x, y, runs, ckpt, checkpointer)
     else:
@@ -531,8 +531,15 @@ def test_killed_batched_seeds_resume_bit_identical(
     for net, want in zip(nets, want_nets, strict=True):
         for p, q in zip(net.parameters(), want.parameters(), strict=True):
             assert torch.equal(p, q)
-    # a checkpoint of other seeds is not resumed
-    assert Checkpointer(checkpoint, runs[0]).load() is None
+    # a checkpoint of other seeds, or of a single run, is not resumed
+    assert Checkpointer(checkpoint, runs[0], kind="seeds").load() is None
+    assert Checkpointer(checkpoint, runs[0], runs[1:]).load() is None
+    # nor one that lost a seed's weights
+    payload = torch.load(checkpoint, weights_only=True)
+    payload["model"]["seeds"].pop()
+    torch.save(payload, checkpoint)
+    checkpointer = Checkpointer(checkpoint, runs[0], runs[1:], kind="seeds")
+    assert checkpointer.load(nets) is None
 
 
 @pytest.fixture(scope="module")

@@ -295,3 +295,131 @@ def test_killed_writer_keeps_the_old_file(tmp_path):
     assert target.read_bytes() == b"old weights"
     # the temporary file stays, hidden, beside it: Snakemake never reads it
     assert [p.name.startswith(".model.pt.") for p in leftovers(tmp_path)] == [True]
+
+
+# --- checkpoints that must not be resumed ------------------------------------
+
+
+def _flip_a_byte(path: Path, where: float = 0.5) -> None:
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * where)] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _killed_after_first_epoch(tmp_path, prepared, run, monkeypatch) -> Path:
+    """Train ``run`` until its first checkpoint is written, then stop it."""
+    real = train.Checkpointer.save
+
+    def save_then_stop(self, ckpt):
+        real(self, ckpt)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as mp:
+        mp.setattr(train.Checkpointer, "save", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            train_tiny(tmp_path, prepared, run)
+    checkpoint = outputs(tmp_path)["checkpoint"]
+    assert checkpoint.exists()
+    return checkpoint
+
+
+def test_checkpoint_of_other_data_is_not_resumed(tmp_path, prepared, monkeypatch):
+    run = tiny_run("bp")
+    _killed_after_first_epoch(tmp_path, prepared, run, monkeypatch)
+    # the same run on data prepared with another normalisation
+    payload = torch.load(prepared, weights_only=True)
+    payload["x_train"] = payload["x_train"] * 0.5 + 0.1
+    other = tmp_path / "other.pt"
+    torch.save(payload, other)
+    metrics = train_tiny(tmp_path, other, run)
+    assert metrics["resumed"] is False
+    fresh = train_tiny(tmp_path / "fresh", other, run)
+    assert metrics["test_accuracy"] == fresh["test_accuracy"]
+
+
+def test_damaged_checkpoint_is_ignored(tmp_path, prepared, monkeypatch, caplog):
+    run = tiny_run("bp")
+    checkpoint = _killed_after_first_epoch(tmp_path, prepared, run, monkeypatch)
+    _flip_a_byte(checkpoint)
+    metrics = train_tiny(tmp_path, prepared, run)
+    assert metrics["resumed"] is False
+    assert "ignoring unreadable checkpoint" in caplog.text
+    assert "fails its checksum" in caplog.text
+
+
+def _saved_checkpoint(tmp_path, prepared, run, monkeypatch) -> tuple[Path, dict]:
+    path = _killed_after_first_epoch(tmp_path, prepared, run, monkeypatch)
+    return path, torch.load(path, weights_only=True)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["a_list", "no_history", "extra_part", "stage_7", "epoch_99", "wrong_shapes"],
+)
+def test_checkpoint_that_does_not_fit_is_ignored(
+    tmp_path, prepared, monkeypatch, caplog, damage
+):
+    run = tiny_run("ff")
+    path, payload = _saved_checkpoint(tmp_path, prepared, run, monkeypatch)
+    if damage == "a_list":
+        payload = [1, 2, 3]
+    elif damage == "no_history":
+        del payload["history"]
+    elif damage == "extra_part":
+        payload["extra"] = 1
+    elif damage == "stage_7":
+        payload["stage"] = 7
+    elif damage == "epoch_99":
+        payload["epoch"] = 99
+    else:
+        payload["model"] = {k: v[:1] for k, v in payload["model"].items()}
+    torch.save(payload, path)
+    metrics = train_tiny(tmp_path, prepared, run)
+    assert metrics["resumed"] is False
+    assert f"{path}" in caplog.text and "ignoring" in caplog.text
+
+
+def test_run_and_batched_checkpoints_are_not_interchangeable(tmp_path):
+    run = tiny_run()
+    single = train.Checkpointer(tmp_path / "c.pt", run)
+    seeds = train.Checkpointer(tmp_path / "c.pt", run, kind="seeds")
+    assert single.fingerprint != seeds.fingerprint
+    assert train.Checkpointer(None, run, data="a").fingerprint != (
+        train.Checkpointer(None, run, data="b").fingerprint
+    )
+
+
+def test_damaged_weights_file_is_named(tmp_path, prepared):
+    train_tiny(tmp_path, prepared, tiny_run("bp"))
+    model = outputs(tmp_path)["model_out"]
+    _flip_a_byte(model, 0.3)
+    with pytest.raises(train.ModelFileError, match="damaged: its part"):
+        train.load_model(model)
+
+
+def test_damaged_prepared_data_is_named(tmp_path, prepared):
+    from ffrep.data import DataError, load
+
+    _flip_a_byte(prepared, 0.4)
+    with pytest.raises(
+        DataError,
+        match=r"cannot be read \(the file is damaged: its part .* fails its checksum",
+    ):
+        load(prepared)
+
+
+def test_prepared_file_of_another_dataset_is_refused(tmp_path, monkeypatch):
+    from ffrep.data import DataError
+
+    shrink(monkeypatch)
+    mnist = write_prepared(tmp_path / "mnist.pt", name="mnist")
+    with pytest.raises(DataError, match="holds mnist, but the run is on fashion_mnist"):
+        train_tiny(tmp_path, mnist, tiny_run())
+    assert not outputs(tmp_path)["model_out"].exists()
+
+
+def test_too_few_training_images_for_two_classes_is_named(tmp_path, prepared):
+    from ffrep.data import DataError
+
+    with pytest.raises(DataError, match="raise data.max_train_samples"):
+        train_tiny(tmp_path, prepared, tiny_run(max_train_samples=1))

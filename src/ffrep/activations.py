@@ -21,7 +21,14 @@ from ffrep.errors import FFrepError
 from ffrep.integrity import FORMAT_VERSION, REBUILD, activation_problems
 from ffrep.io import atomic_path, git_commit, package_versions
 from ffrep.models import LabelOverlay
-from ffrep.train import CHUNK, configure_torch, label_value, load_model, predict
+from ffrep.train import (
+    CHUNK,
+    check_dataset,
+    configure_torch,
+    label_value,
+    load_model,
+    predict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +214,7 @@ def extract(
     device = configure_torch(run)
     net = net.to(device)
     splits = data_mod.load(data_path, run.max_train_samples, run.max_test_samples)
+    check_dataset(splits, run, data_path)
     x = splits.x_test.to(device)
     y = splits.y_test.to(device)
     prediction = predict(net, run, x)

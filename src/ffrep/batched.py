@@ -398,8 +398,10 @@ def train_seeds(
     for r in runs:
         torch.manual_seed(r.seed)
         nets.append(build_model(r.algorithm, info, r).to(device))
-    checkpointer = Checkpointer(checkpoint, run, runs[1:])
-    ckpt = checkpointer.load() or Checkpoint()
+    checkpointer = Checkpointer(
+        checkpoint, run, runs[1:], data=splits.digest, kind="seeds"
+    )
+    ckpt = checkpointer.load(nets) or Checkpoint()
     t0 = time.perf_counter()
     train_label = None
     if run.algorithm == "bp":

@@ -25,7 +25,7 @@ import torch
 
 from ffrep.datasets import DATASETS, N_CLASSES, DatasetInfo
 from ffrep.errors import FFrepError
-from ffrep.io import atomic_path
+from ffrep.io import atomic_path, torch_file_damage, torch_file_digest
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,9 @@ class Splits:
     x_test: torch.Tensor  # (N_test, C*H*W) float32
     y_test: torch.Tensor  # (N_test,) int64
     dataset: str
+    # the identity of the prepared file's contents (see io.torch_file_digest);
+    # empty for splits not read from a file
+    digest: str = ""
 
     @property
     def info(self) -> DatasetInfo:
@@ -344,23 +347,36 @@ def load(
     max_train: int | None = None,
     max_test: int | None = None,
 ) -> Splits:
-    """Read prepared splits, keeping the first ``max_train``/``max_test`` samples."""
+    """Read prepared splits, keeping the first ``max_train``/``max_test``
+    samples; every part of the file is checked against its checksum first."""
     path = Path(path)
+    again = "delete it and run the data preparation again"
+    if not path.exists():
+        raise DataError(
+            f"{path}: prepared data not found; run the workflow's data rule or"
+            " ffrep prepare-data"
+        )
+    if path.is_dir():
+        raise DataError(f"{path}: a folder, not a prepared data file (.pt)")
+    if path.stat().st_size == 0:
+        raise DataError(
+            f"{path}: prepared data cannot be read (the file is empty); {again}"
+        )
+    damage = torch_file_damage(path)
+    if damage is not None:
+        raise DataError(f"{path}: prepared data cannot be read ({damage}); {again}")
     try:
         payload = torch.load(path, weights_only=True, mmap=True)
-    except FileNotFoundError:
-        raise DataError(
-            f"{path}: prepared data not found; run the workflow's data rule"
-        ) from None
     except Exception as err:
         raise DataError(
-            f"{path}: prepared data cannot be read ({err}); delete it and run the"
-            " data preparation again"
+            f"{path}: prepared data cannot be read ({err}); {again}"
         ) from err
-    again = "delete it and run the data preparation again"
     name = payload.get("dataset") if isinstance(payload, dict) else None
     if name not in DATASETS:
-        raise DataError(f"{path}: not a prepared ffrep dataset file; {again}")
+        raise DataError(
+            f"{path}: not a prepared ffrep dataset file (those are written by"
+            " ffrep prepare-data and the workflow's data rule)"
+        )
     missing = [k for k in PREPARED_KEYS if not torch.is_tensor(payload.get(k))]
     if missing:
         raise DataError(
@@ -380,4 +396,5 @@ def load(
         x_test=payload["x_test"][:max_test],
         y_test=payload["y_test"][:max_test],
         dataset=name,
+        digest=torch_file_digest(path),
     )

@@ -22,7 +22,7 @@ from ffrep.ensembles import run_keys, sample_mask
 from ffrep.io import write_csv
 from ffrep.metrics import CHUNK, drive_split, reference_excitation, silence_causes
 from ffrep.models import EPS, LabelOverlay
-from ffrep.train import label_value, load_model
+from ffrep.train import check_dataset, label_value, load_model
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ def run_inhibition(
     try:
         n_test = ds.sizes["sample"]
         splits = data_mod.load(data_path, run.max_train_samples, n_test)
+        check_dataset(splits, run, data_path)
         return inhibition_tables(net, run, splits.x_test, ds, samples, quantile)
     finally:
         ds.close()

@@ -24,7 +24,7 @@ from ffrep.config import RunConfig
 from ffrep.datasets import DATASETS, N_CLASSES
 from ffrep.errors import FFrepError
 from ffrep.ffstep import FFBatches, FFStep, SharedImages, precision_context
-from ffrep.io import atomic_path, write_json
+from ffrep.io import atomic_path, torch_file_damage, write_json
 from ffrep.models import (
     BPNet,
     FFNet,
@@ -140,17 +140,35 @@ class Checkpoint:
 
 
 class Checkpointer:
-    """Atomic checkpoints of a run (or of the seeds ``others`` trained with it),
-    which are resumed only by the same settings."""
+    """Atomic checkpoints of a run (or of the seeds ``others`` trained with it
+    in one job, ``kind="seeds"``), resumed only by the same settings on the
+    same data (``data``: the prepared file's digest, see
+    :func:`io.torch_file_digest`). A checkpoint that is damaged, of another
+    configuration, or whose contents do not fit the run is ignored with a
+    warning, and training starts again."""
 
-    def __init__(self, path: str | Path | None, run: RunConfig, others=()):
+    def __init__(
+        self,
+        path: str | Path | None,
+        run: RunConfig,
+        others=(),
+        data: str = "",
+        kind: str = "run",
+    ):
         self.path = Path(path) if path else None
-        text = "\n".join(r.to_json() for r in (run, *others))
+        self.run, self.kind = run, kind
+        text = "\n".join([kind, data, *(r.to_json() for r in (run, *others))])
         self.fingerprint = hashlib.sha256(text.encode()).hexdigest()
         self.every = run.checkpoint_every_epochs
 
-    def load(self) -> Checkpoint | None:
+    def load(self, models=None) -> Checkpoint | None:
+        """The checkpoint to resume from, or None; ``models`` (the run's network,
+        or the seeds' networks) are what its weights must fit."""
         if self.path is None or not self.path.exists():
+            return None
+        damage = torch_file_damage(self.path)
+        if damage is not None:
+            log.warning("ignoring unreadable checkpoint %s (%s)", self.path, damage)
             return None
         try:
             # on the CPU first: a checkpoint from a GPU node also resumes on a CPU
@@ -158,15 +176,59 @@ class Checkpointer:
         except Exception as err:
             log.warning("ignoring unreadable checkpoint %s (%s)", self.path, err)
             return None
+        if not isinstance(payload, dict) or "fingerprint" not in payload:
+            log.warning("ignoring %s: not an ffrep checkpoint", self.path)
+            return None
         if payload.get("fingerprint") != self.fingerprint:
-            log.warning("ignoring checkpoint %s of another configuration", self.path)
+            log.warning(
+                "ignoring checkpoint %s of another configuration or other data",
+                self.path,
+            )
             return None
         payload.pop("fingerprint")
+        problem = self._problem(payload, models)
+        if problem is not None:
+            log.warning("ignoring checkpoint %s: %s", self.path, problem)
+            return None
         ckpt = Checkpoint(**payload)
         log.info(
             "resuming from %s: stage %d, epoch %d", self.path, ckpt.stage, ckpt.epoch
         )
         return ckpt
+
+    def _problem(self, payload: dict, models) -> str | None:
+        """What in a checkpoint's contents does not fit this run, or None."""
+        fields = set(Checkpoint.__dataclass_fields__)
+        if set(payload) != fields:
+            return f"its parts are {sorted(payload)}, not {sorted(fields)}"
+        stage, epoch = payload["stage"], payload["epoch"]
+        stages = len(self.run.hidden_units) if self.run.algorithm == "ff" else 1
+        if not isinstance(stage, int) or not 0 <= stage < stages:
+            return f"stage {stage!r} is not a stage of this run"
+        if not isinstance(epoch, int) or not 0 <= epoch <= self.run.epochs:
+            return f"epoch {epoch!r} is not an epoch of this run"
+        for name in ("model", "optimizer", "history"):
+            if not isinstance(payload[name], dict):
+                return f"its {name} is not a table"
+        gen = payload["generator"]
+        if gen is not None and not (torch.is_tensor(gen) and gen.dtype == torch.uint8):
+            return "its generator state is not one"
+        if not models or not payload["model"]:
+            return None
+        states = [payload["model"]]
+        if self.kind == "seeds":
+            states = payload["model"].get("seeds")
+            if not isinstance(states, list) or len(states) != len(models):
+                return f"it does not hold the weights of {len(models)} seeds"
+            if gen is None or gen.dim() != 2 or gen.shape[0] != len(models):
+                return f"it does not hold the generators of {len(models)} seeds"
+        for state, model in zip(states, models, strict=True):
+            want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+            if not isinstance(state, dict) or want != {
+                k: tuple(getattr(v, "shape", ())) for k, v in state.items()
+            }:
+                return "its weights do not fit the network"
+        return None
 
     def due(self, epoch_done: int, last: int) -> bool:
         return self.path is not None and (
@@ -683,6 +745,7 @@ def training_data(run: RunConfig, data_path: str | Path, device: torch.device):
     """The prepared splits, and the training images (one copy on ``device``,
     which FF rewrites in place) and labels of the classes ``run`` trains on."""
     splits = data_mod.load(data_path, run.max_train_samples, run.max_test_samples)
+    check_dataset(splits, run, data_path)
     keep = torch.isin(splits.y_train, torch.as_tensor(allowed_classes(run)))
     if bool(keep.all()):
         x = splits.x_train.to(device, copy=True)
@@ -690,8 +753,21 @@ def training_data(run: RunConfig, data_path: str | Path, device: torch.device):
         x = splits.x_train[keep].to(device)
     y = splits.y_train[keep].to(device)
     if len(torch.unique(y)) < 2:
-        raise ValueError(f"{run.run_id}: fewer than two classes left to train on")
+        raise data_mod.DataError(
+            f"{run.run_id}: the {keep.numel()} training images that"
+            " data.max_train_samples keeps hold fewer than two classes once the"
+            " held-out classes are left out; raise data.max_train_samples"
+        )
     return splits, x, y
+
+
+def check_dataset(splits, run: RunConfig, data_path) -> None:
+    """Stop when the prepared file is not of the run's dataset."""
+    if splits.dataset != run.dataset:
+        raise data_mod.DataError(
+            f"{data_path} holds {splits.dataset}, but the run is on {run.dataset};"
+            f" give the prepared file of {run.dataset}"
+        )
 
 
 def train_run(
@@ -708,10 +784,10 @@ def train_run(
     info = DATASETS[run.dataset]
     allowed = allowed_classes(run)
 
-    checkpointer = Checkpointer(checkpoint, run)
-    ckpt = checkpointer.load() or Checkpoint()
+    checkpointer = Checkpointer(checkpoint, run, data=splits.digest)
     torch.manual_seed(run.seed)
     net = build_model(run.algorithm, info, run).to(device)
+    ckpt = checkpointer.load([net]) or Checkpoint()
     if ckpt.model:
         net.load_state_dict(ckpt.model)
     gen = generator(run.seed, "shuffle")
@@ -824,12 +900,15 @@ class ModelFileError(FFrepError, RuntimeError):
 def load_model(path: str | Path, device="cpu"):
     """Rebuild a trained network from its weights file, without unpickling code."""
     again = "delete the file and train the run again"
+    if not Path(path).is_file():
+        raise ModelFileError(f"{path}: model weights not found; train the run")
+    damage = torch_file_damage(path)
+    if damage is not None:
+        raise ModelFileError(
+            f"{path}: cannot read the model weights: {damage}; {again}"
+        )
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise ModelFileError(
-            f"{path}: model weights not found; train the run"
-        ) from None
     except Exception as err:
         raise ModelFileError(
             f"{path}: cannot read the model weights ({err}); {again}"
