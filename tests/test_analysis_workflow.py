@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import xarray as xr
 
 from helpers import snakemake
 
@@ -49,7 +50,13 @@ def test_unseen_variant_end_to_end(completed):
     # the held-out runs trained on eight classes only
     metrics = completed / "results/unseen/runs/fashion_mnist/ff/tiny/seed0/metrics.json"
     run = json.loads(metrics.read_text())["run_config"]
-    assert run["held_out_classes"] == [0, 6] and run["label_input"] == "neutral"
+    assert run["held_out_classes"] == [0, 6]
+    # and their activations were recorded with the neutral label
+    unseen_file = (
+        completed / "results/unseen/activations/fashion_mnist/ff/tiny/seed0.nc"
+    )
+    with xr.open_dataset(unseen_file) as ds:
+        assert ds.attrs["label_input"] == "neutral"
 
 
 @pytest.mark.slow

@@ -379,6 +379,22 @@ def test_checkpoint_that_does_not_fit_is_ignored(
     assert f"{path}" in caplog.text and "ignoring" in caplog.text
 
 
+def test_checkpoints_resume_across_settings_that_leave_the_weights(tmp_path):
+    run = tiny_run()
+    same = train.Checkpointer(None, run).fingerprint
+    for change in (
+        {"compression_level": 9},
+        {"label_input": "neutral"},
+        {"num_threads": 2},
+        {"checkpoint_every_epochs": 5},
+        {"max_test_samples": 10},
+        {"prediction": "goodness_sum_skip_first"},
+    ):
+        assert train.Checkpointer(None, tiny_run(**change)).fingerprint == same
+    for change in ({"learning_rate": 0.5}, {"max_train_samples": 100}):
+        assert train.Checkpointer(None, tiny_run(**change)).fingerprint != same
+
+
 def test_run_and_batched_checkpoints_are_not_interchangeable(tmp_path):
     run = tiny_run()
     single = train.Checkpointer(tmp_path / "c.pt", run)

@@ -78,6 +78,17 @@ def test_second_run_has_nothing_to_do(tiny_workflow):
     assert "Nothing to be done" in out.stdout + out.stderr
 
 
+def test_recording_settings_record_again_without_training(tiny_workflow):
+    work, args = tiny_workflow
+    overlay = work / "recording.yaml"
+    overlay.write_text("activations: {compression_level: 6, label_input: neutral}\n")
+    # args: --configfile, the test config, then any --config
+    out = snakemake(work, "-n", "--configfile", args[1], overlay.name, *args[2:])
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out.stdout + out.stderr, re.M))
+    assert int(counts["activations"]) == 6
+    assert "train" not in counts and "prepare_data" not in counts
+
+
 def test_report_has_every_figure_and_renders_in_a_browser(tiny_workflow, tmp_path):
     work, args = tiny_workflow
     snakemake(work, "--report", "report.html", *args)

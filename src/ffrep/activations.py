@@ -207,10 +207,20 @@ def layer_arrays(ds: xr.Dataset) -> Iterator[tuple[int, xr.DataArray]]:
 
 
 def extract(
-    model_path: str | Path, data_path: str | Path, out: str | Path
+    model_path: str | Path,
+    data_path: str | Path,
+    out: str | Path,
+    label_input: str | None = None,
+    compression_level: int | None = None,
 ) -> xr.Dataset:
-    """Record the test-set activations of the run in ``model_path``."""
+    """Record the test-set activations of the run in ``model_path``, with the
+    label input and compression given (else the defaults of
+    :class:`config.RunConfig`)."""
     net, run = load_model(model_path)
+    if label_input is not None:
+        run.label_input = label_input
+    if compression_level is not None:
+        run.compression_level = compression_level
     device = configure_torch(run)
     net = net.to(device)
     splits = data_mod.load(data_path, run.max_train_samples, run.max_test_samples)

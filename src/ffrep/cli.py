@@ -109,7 +109,7 @@ def cmd_prepare_data(args) -> None:
 def cmd_activations(args) -> None:
     from ffrep.activations import extract
 
-    extract(args.model, args.data, args.out)
+    extract(args.model, args.data, args.out, args.label_input, args.compression_level)
 
 
 def cmd_sparsity(args) -> None:
@@ -273,6 +273,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument(
+        "--label-input",
+        choices=["true_label", "predicted_label", "neutral"],
+        help="the label written into FF and BP/FF inputs (default true_label)",
+    )
+    p.add_argument(
+        "--compression-level",
+        type=int,
+        choices=range(10),
+        metavar="0-9",
+        help="zlib level of the NetCDF file (default 4)",
+    )
     p.set_defaults(func=cmd_activations)
 
     p = sub.add_parser("sparsity", help="sparsity tables of one activation file")

@@ -283,6 +283,22 @@ def merge(base: dict, update: dict) -> dict:
     return out
 
 
+# Settings of a run that only the recording of its activations reads. The
+# training rules leave them out of the settings they pass (and Snakemake
+# compares), so that changing one records the activations again without
+# training again; the activations rules pass them on their own.
+RECORDING_FIELDS = ("label_input", "compression_level")
+# Settings that leave the trained weights as they are (recording, evaluation,
+# scheduling): a checkpoint is resumed across changes to them.
+NOT_TRAINED_FIELDS = (
+    *RECORDING_FIELDS,
+    "max_test_samples",
+    "prediction",
+    "num_threads",
+    "checkpoint_every_epochs",
+)
+
+
 @dataclass
 class RunConfig:
     """Everything one training run depends on, resolved from the config."""
@@ -318,8 +334,14 @@ class RunConfig:
     def run_id(self) -> str:
         return f"{self.dataset}/{self.algorithm}/{self.architecture}/seed{self.seed}"
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+    def to_json(self, without: tuple[str, ...] = ()) -> str:
+        """The settings as JSON, less the fields ``without``."""
+        fields = {k: v for k, v in asdict(self).items() if k not in without}
+        return json.dumps(fields, sort_keys=True)
+
+    def training_json(self) -> str:
+        """The settings a training job reads (all but the recording ones)."""
+        return self.to_json(without=RECORDING_FIELDS)
 
     @classmethod
     def from_json(cls, text: str) -> RunConfig:

@@ -5,6 +5,7 @@ resume to the same result as an uninterrupted one."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import random
@@ -20,7 +21,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from ffrep import data as data_mod
-from ffrep.config import RunConfig
+from ffrep.config import NOT_TRAINED_FIELDS, RunConfig
 from ffrep.datasets import DATASETS, N_CLASSES
 from ffrep.errors import FFrepError
 from ffrep.ffstep import FFBatches, FFStep, SharedImages, precision_context
@@ -157,7 +158,8 @@ class Checkpointer:
     ):
         self.path = Path(path) if path else None
         self.run, self.kind = run, kind
-        text = "\n".join([kind, data, *(r.to_json() for r in (run, *others))])
+        settings = [r.to_json(without=NOT_TRAINED_FIELDS) for r in (run, *others)]
+        text = "\n".join([kind, data, *settings])
         self.fingerprint = hashlib.sha256(text.encode()).hexdigest()
         self.every = run.checkpoint_every_epochs
 
@@ -855,7 +857,7 @@ def finish_run(
         "torch_threads": torch.get_num_threads(),
         "precision": run.precision,
         "resumed": resumed,
-        "run_config": run.__dict__,
+        "run_config": json.loads(run.training_json()),
         **{k: v for k, v in timing.items() if k not in ("wall_time_s", "n_train")},
     }
     metrics.update(_throughput(run, n_train, wall_s, device))
@@ -888,7 +890,7 @@ def _device_name(device: torch.device) -> str:
 
 
 def save_model(net, run: RunConfig, path: str | Path) -> None:
-    payload = {"state_dict": net.state_dict(), "run": run.to_json()}
+    payload = {"state_dict": net.state_dict(), "run": run.training_json()}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 

@@ -51,7 +51,7 @@ def unseen_run_config(wildcards):
         wildcards.architecture,
         int(wildcards.seed),
     )
-    return run.to_json()
+    return run.training_json()
 
 
 def first_seed_tables(wildcards, name):

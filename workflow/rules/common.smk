@@ -54,7 +54,7 @@ def run_config(wildcards):
         wildcards.architecture,
         int(wildcards.seed),
     )
-    return run.to_json()
+    return run.training_json()
 
 
 def expand_runs(pattern):

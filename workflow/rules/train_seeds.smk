@@ -15,7 +15,7 @@ def seed_run_args(wildcards):
             wildcards.algorithm,
             wildcards.architecture,
             int(seed),
-        ).to_json()
+        ).training_json()
         for seed in config["grid"]["seeds"]
     ]
     return " ".join(shlex.quote(r) for r in runs)

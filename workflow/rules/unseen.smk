@@ -41,8 +41,12 @@ rule unseen_activations:
     resources:
         mem_mb=8000,
         runtime=60,
+    params:
+        label_input=UNSEEN["label_input"],
+        compression=config["activations"]["compression_level"],
     shell:
         "ffrep activations --model {input.model:q} --data {input.data:q}"
+        " --label-input {params.label_input} --compression-level {params.compression}"
         " --out {output:q} > {log:q} 2>&1"
 
 
