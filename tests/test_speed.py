@@ -621,6 +621,35 @@ def test_batch_seeds_is_validated():
         )
     with pytest.raises(ValueError, match="ff_deeper_inputs"):
         load_config("config/test.yaml", {"training": {"ff_deeper_inputs": "disk"}})
+    # neither applies to a grid without the algorithms they concern
+    bp_only = {
+        "grid": {"algorithms": ["bp"]},
+        "training": {"batch_seeds": True, "ff_deeper_inputs": "recomputed"},
+        "forward_forward": {"resample_negatives": True},
+        "analysis": {"unseen": {"algorithms": ["bp"]}},
+    }
+    assert load_config("config/test.yaml", bp_only)["training"]["batch_seeds"]
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        ({"seed": 0}, "each seed once"),
+        ({"learning_rate": 0.5}, "differs in learning_rate"),
+        ({"resample_negatives": True}, "need fixed negatives"),
+        ({"ff_deeper_inputs": "recomputed"}, "deeper inputs stored"),
+    ],
+)
+def test_a_batched_job_refuses_what_it_cannot_train(change, fragment, tmp_path):
+    from ffrep.batched import train_seeds
+    from ffrep.config import ConfigError
+
+    runs = [small_run(seed=0), small_run(seed=1)]
+    for run in runs[1:] if "seed" in change or "learning_rate" in change else runs:
+        for key, value in change.items():
+            setattr(run, key, value)
+    with pytest.raises(ConfigError, match=fragment):
+        train_seeds(runs, tmp_path / "absent.pt", [None, None], [None, None])
 
 
 @pytest.mark.parametrize("kind", ["l2_norm", "sum_of_squares", "mean_of_squares"])

@@ -63,7 +63,13 @@ def test_unseen_config_is_checked_and_resolved():
     )
     assert unseen_problems(config) == []
     run = unseen_run(config, "fashion_mnist", "ff", "tiny", 0)
-    assert run.held_out_classes == [2, 4] and run.label_input == "true_label"
+    assert run.held_out_classes == [2, 4]
+    # the label input is the recording's: the unseen_activations rule passes it
+    assert "label_input" not in run.training_json()
+    config["grid"]["algorithms"] = ["bp"]
+    config["analysis"]["unseen"]["algorithms"] = ["ff", "bp"]
+    assert "ff not in grid.algorithms" in unseen_problems(config)[0]
+    config["grid"]["algorithms"] = ["ff", "bp"]
     config["forward_forward"]["held_out_classes"] = [1]
     assert unseen_problems(config)
     config["forward_forward"]["held_out_classes"] = []

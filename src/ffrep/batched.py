@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ffrep.config import RunConfig
+from ffrep.config import ConfigError, RunConfig
 from ffrep.ffstep import precision_context
 from ffrep.models import BPNet, FFNet, goodness, relu_normalize_, unit_normalize
 from ffrep.train import (
@@ -367,6 +367,35 @@ def _advance(seeds: SeedData, layer: StackedLinear, li: int, hp, hn, run):
     return out_p, out_n
 
 
+def seeds_problem(runs: list[RunConfig]) -> str | None:
+    """Why ``runs`` cannot be trained as one batched job, or None."""
+    seeds = [r.seed for r in runs]
+    if len(set(seeds)) != len(seeds):
+        return f"each seed once, please: got seeds {seeds}"
+    first = {k: v for k, v in runs[0].__dict__.items() if k != "seed"}
+    for other in runs[1:]:
+        differ = sorted(
+            k for k, v in other.__dict__.items() if k != "seed" and first[k] != v
+        )
+        if differ:
+            return (
+                f"the runs must differ in their seed only; seed {other.seed}"
+                f" differs in {', '.join(differ)}"
+            )
+    run = runs[0]
+    if run.algorithm != "bp" and run.resample_negatives:
+        return (
+            "batched seeds need fixed negatives; set"
+            " forward_forward.resample_negatives: false, or train the seeds apart"
+        )
+    if run.algorithm == "ff" and run.ff_deeper_inputs == "recomputed":
+        return (
+            "batched seeds keep their deeper inputs stored; set"
+            " training.ff_deeper_inputs: stored, or train the seeds apart"
+        )
+    return None
+
+
 def train_seeds(
     runs: list[RunConfig],
     data_path,
@@ -387,6 +416,9 @@ def train_seeds(
         training_data,
     )
 
+    problem = seeds_problem(runs)
+    if problem is not None:
+        raise ConfigError(f"ffrep train-seeds: {problem}")
     run = runs[0]
     device = configure_torch(run)
     log.info(

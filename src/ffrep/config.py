@@ -232,9 +232,11 @@ def _semantic_problems(config: dict[str, Any]) -> list[str]:
                     f"data.normalization.{dataset}.{key}: needs {channels} value(s),"
                     f" one per channel, got {len(norm[key])}"
                 )
+    algorithms = set(config["grid"]["algorithms"])
     if (
         config["training"]["batch_seeds"]
         and config["forward_forward"]["resample_negatives"]
+        and algorithms & {"ff", "bp_ff"}
     ):
         problems.append(
             "training.batch_seeds: batched seeds need fixed negatives; set"
@@ -243,6 +245,7 @@ def _semantic_problems(config: dict[str, Any]) -> list[str]:
     if (
         config["training"]["batch_seeds"]
         and config["training"]["ff_deeper_inputs"] == "recomputed"
+        and "ff" in algorithms
     ):
         # TODO(batched recompute): rebuild the stacked seeds' inputs per batch
         problems.append(

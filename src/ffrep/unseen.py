@@ -40,6 +40,13 @@ def unseen_problems(config: dict) -> list[str]:
             "analysis.unseen.held_out_classes: at least two classes must stay in"
             f" training; {len(held)} of {N_CLASSES} are held out"
         )
+    outside = sorted(set(unseen["algorithms"]) - set(config["grid"]["algorithms"]))
+    if held and outside:
+        problems.append(
+            f"analysis.unseen.algorithms: {', '.join(outside)} not in"
+            " grid.algorithms; the held-out variant is trained for the grid's"
+            " algorithms only: add them to the grid or leave them out here"
+        )
     if config["forward_forward"]["held_out_classes"] and held:
         problems.append(
             "analysis.unseen.held_out_classes and forward_forward.held_out_classes"
