@@ -674,3 +674,49 @@ def test_gpu_epochs_are_reported_against_the_cards_peak(monkeypatch):
     assert "33.5 TFLOP/s, 50% of the NVIDIA H100 80GB's fp32 peak" in note
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda d: "Some Card")
     assert "not in ffrep.plan.GPUS" in bench.peak_note(torch.device("cuda"), 1, 1)
+
+
+def test_stopped_benchmark_leaves_no_worker_behind():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    script = (
+        "import signal, time\n"
+        "from ffrep.bench import _in_fresh_process\n"
+        "def stop(signum, frame):\n"
+        "    raise SystemExit(143)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "_in_fresh_process(time.sleep, 120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 60
+
+        def workers():
+            children = psutil.Process(parent.pid).children()
+            return [c for c in children if "spawn_main" in " ".join(c.cmdline())]
+
+        while not workers():
+            assert time.monotonic() < deadline, "no worker started"
+            time.sleep(0.1)
+        (worker,) = workers()
+        time.sleep(1.0)  # the worker is running the function
+        os.kill(parent.pid, signal.SIGTERM)
+        assert parent.wait(timeout=30) == 143
+        worker.wait(timeout=30)  # gone, not orphaned
+    finally:
+        parent.kill()
+
+
+def test_bench_refuses_bad_arguments():
+    for flag in ("--threads", "--rounds"):
+        with pytest.raises(SystemExit, match=f"{flag} must be at least 1"):
+            main(["bench", "--quick", flag, "0"])
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA device is visible"):
+            main(["bench", "--quick", "--device", "cuda"])

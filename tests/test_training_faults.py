@@ -439,3 +439,14 @@ def test_too_few_training_images_for_two_classes_is_named(tmp_path, prepared):
 
     with pytest.raises(DataError, match="raise data.max_train_samples"):
         train_tiny(tmp_path, prepared, tiny_run(max_train_samples=1))
+
+
+def test_resumed_run_reports_no_training_rate(tmp_path, prepared, monkeypatch):
+    run = tiny_run("bp")
+    _killed_after_first_epoch(tmp_path, prepared, run, monkeypatch)
+    metrics = train_tiny(tmp_path, prepared, run)
+    assert metrics["resumed"] is True and metrics["train_flops"] > 0
+    # its time covers the last part only
+    assert "train_tflops_per_s" not in metrics
+    fresh = train_tiny(tmp_path / "fresh", prepared, run)
+    assert fresh["train_tflops_per_s"] > 0

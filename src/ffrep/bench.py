@@ -21,7 +21,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -752,17 +751,9 @@ def bench_ff_memory(sizes: Sizes, folder: Path, max_steps: int = 2) -> list[Row]
         run = bench_run(sizes, "ff", ff_deeper_inputs=inputs_kind)
         # in a fresh process: what earlier cases left to the allocator would
         # otherwise be reused without showing in the resident memory
-        spawn = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(1, mp_context=spawn) as pool:
-            job = pool.submit(
-                _memory_of_training,
-                path,
-                sizes,
-                run,
-                max_steps,
-                torch.get_num_threads(),
-            )
-            seconds, peak_mb = job.result()
+        seconds, peak_mb = _in_fresh_process(
+            _memory_of_training, path, sizes, run, max_steps, torch.get_num_threads()
+        )
         rows.append(
             Row(
                 f"FF training memory ({sizes.dataset} size, {inputs_kind} inputs)",
@@ -776,6 +767,42 @@ def bench_ff_memory(sizes: Sizes, folder: Path, max_steps: int = 2) -> list[Row]
         )
     path.unlink()
     return rows
+
+
+def _in_fresh_process(fn: Callable, *args):
+    """``fn(*args)`` in a new spawned process, which is ended if this one is
+    interrupted (SIGTERM is turned into an exception by ``ffrep bench``)."""
+    spawn = multiprocessing.get_context("spawn")
+    receive, send = spawn.Pipe(duplex=False)
+    worker = spawn.Process(target=_reply, args=(send, fn, *args), daemon=True)
+    worker.start()
+    send.close()
+    try:
+        ok, value = receive.recv()
+    except EOFError:
+        worker.join()
+        raise RuntimeError(
+            f"the benchmark's worker process died (exit code {worker.exitcode})"
+        ) from None
+    finally:
+        if worker.is_alive():
+            worker.terminate()
+        worker.join()
+    if not ok:
+        raise RuntimeError(f"the benchmark's worker process failed:\n{value}")
+    return value
+
+
+def _reply(send, fn: Callable, *args) -> None:
+    """Run in the worker: send (True, result) or (False, the traceback)."""
+    import traceback
+
+    try:
+        send.send((True, fn(*args)))
+    except Exception:
+        send.send((False, traceback.format_exc()))
+    finally:
+        send.close()
 
 
 def _memory_of_training(path, sizes, run, max_steps, threads) -> tuple[float, float]:

@@ -178,14 +178,29 @@ def cmd_check_config(args) -> None:
 
 
 def cmd_bench(args) -> None:
+    import signal
+
+    import torch
+
     from ffrep.bench import CASES, format_table, run_benchmark, targets
 
+    for name in ("threads", "rounds"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise SystemExit(f"ffrep bench: --{name} must be at least 1, not {value}")
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
-    if args.rounds is not None and args.rounds < 1:
-        raise SystemExit(f"ffrep bench: --rounds must be at least 1, not {args.rounds}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(
+            "ffrep bench: --device cuda, but no CUDA device is visible here; run it"
+            " on a GPU node, or leave --device out for the CPU"
+        )
+
+    def stop(signum, frame):
+        # unwind, so that the temporary files and the worker process go too
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
     cases = tuple(args.case or CASES) + (("svhn",) if args.svhn else ())
     table = run_benchmark(args.quick, args.data, args.device, cases, args.rounds)
     sys.stdout.write(format_table(table) + "\n")
@@ -329,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="time training, prediction, I/O and analysis")
     p.add_argument("--quick", action="store_true", help="small sizes, seconds")
     p.add_argument("--data", help="a prepared dataset file (default: synthetic)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--svhn", action="store_true", help="add the SVHN-size cases")
     p.add_argument(
         "--case",

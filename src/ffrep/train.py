@@ -860,26 +860,32 @@ def finish_run(
         "run_config": json.loads(run.training_json()),
         **{k: v for k, v in timing.items() if k not in ("wall_time_s", "n_train")},
     }
-    metrics.update(_throughput(run, n_train, wall_s, device))
+    metrics.update(_throughput(run, n_train, wall_s, device, resumed))
     save_model(net, run, model_out)
     write_json(metrics_out, metrics)
     log.info("%s: test accuracy %.4f in %.1f s", run.run_id, accuracy, wall_s)
     return metrics
 
 
-def _throughput(run: RunConfig, n_train: int, wall_s: float, device) -> dict:
+def _throughput(
+    run: RunConfig, n_train: int, wall_s: float, device, resumed: bool
+) -> dict:
     """The training's FLOPs, achieved rate and, on a GPU, memory and the share of
-    the device's peak rate that the run achieved."""
+    the device's peak rate that the run achieved. A resumed run's time covers
+    only its last part, so no rate is given for it."""
     from ffrep.plan import peak_tflops, training_flops
 
     flops = training_flops(run, n_train)
-    out = {"train_flops": flops, "train_tflops_per_s": flops / max(wall_s, 1e-9) / 1e12}
+    out = {"train_flops": flops}
+    rate = None if resumed else flops / max(wall_s, 1e-9) / 1e12
+    if rate is not None:
+        out["train_tflops_per_s"] = rate
     if device.type == "cuda":
         out["gpu_max_memory_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
         out["gpu_max_memory_reserved_mb"] = torch.cuda.max_memory_reserved() / 2**20
         peak = peak_tflops(torch.cuda.get_device_name(device), run.precision)
-        if peak is not None:
-            out["gpu_utilisation_of_peak"] = out["train_tflops_per_s"] / peak
+        if peak is not None and rate is not None:
+            out["gpu_utilisation_of_peak"] = rate / peak
     return out
 
 
