@@ -396,6 +396,16 @@ def test_plan_counts_the_grid(capsys):
     assert "train" not in set(together["stage"])
 
 
+def test_a_batched_job_is_sized_for_all_its_seeds():
+    config = load_config("config/config.yaml")
+    runs = [plan.resolve_run(config, "svhn", "ff", "paper", s) for s in range(10)]
+    one, ten = plan.host_memory_mb(runs[:1]), plan.host_memory_mb(runs)
+    # two N x 3072 stored inputs of 73,257 images per extra seed, and more
+    assert ten - one > 9 * 2 * 73_257 * 3072 * 4 / 2**20
+    minutes = plan.job_minutes(runs, "a100")
+    assert minutes == pytest.approx(10 * plan.job_minutes(runs[:1], "a100"), rel=0.05)
+
+
 def test_precision_is_a_validated_training_option():
     config = load_config("config/test.yaml", {"training": {"precision": "bf16"}})
     assert config["training"]["precision"] == "bf16"

@@ -35,6 +35,11 @@ def test_batched_seeds_plan_one_checkpointed_job_per_configuration(tmp_path):
     )
     assert all("--checkpoint results/checkpoints/" in c for c in commands)
     assert any("fashion_mnist/bp_ff/paper/seeds.pt" in c for c in commands)
+    # the ten SVHN FF seeds ask for their stored inputs and their time
+    job = text[text.index("wildcards: dataset=svhn, algorithm=ff") :]
+    resources = job[job.index("resources:") :].splitlines()[0]
+    asked = dict(re.findall(r"(\w+)=(\d+)", resources))
+    assert int(asked["mem_mb"]) > 16_000 and int(asked["runtime"]) > 240
 
 
 def test_tiny_config_runs_end_to_end(tiny_workflow):

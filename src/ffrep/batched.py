@@ -349,11 +349,17 @@ def train_bp_seeds(nets, x, y, runs, ckpt=None, checkpointer=None):
 
 @torch.no_grad()
 def _advance(seeds: SeedData, layer: StackedLinear, li: int, hp, hn, run):
-    """Every seed's positives and negatives through its trained layer."""
+    """Every seed's positives and negatives through its trained layer, over
+    their old storage where the widths allow (a chunk's rows depend on that
+    chunk's inputs only)."""
     n, s = seeds.data.y.shape[0], seeds.image.shape[0]
     norm = run.input_normalization
-    out_p = seeds.data.base.new_empty(s, n, layer.weight.shape[1])
-    out_n = torch.empty_like(out_p)
+    width = layer.weight.shape[1]
+    if li > 0 and hp.shape[-1] == width:
+        out_p, out_n = hp, hn
+    else:
+        out_p = seeds.data.base.new_empty(s, n, width)
+        out_n = torch.empty_like(out_p)
     for start in range(0, n, CHUNK):
         sl = slice(start, min(start + CHUNK, n))
         if li == 0:

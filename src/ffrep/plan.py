@@ -113,6 +113,38 @@ def training_steps(run: RunConfig, n: int | None = None) -> int:
     return per_epoch * run.epochs * layers
 
 
+def job_minutes(
+    runs: list[RunConfig],
+    gpu: str = "a100",
+    efficiency: float = EFFICIENCY,
+    step_overhead_s: float = STEP_OVERHEAD_S,
+) -> float:
+    """Predicted minutes of one training job of ``runs`` on ``gpu``: one run,
+    or the seeds of a batched job, whose steps run together."""
+    run = runs[0]
+    device = device_for(gpu, run.precision, efficiency, step_overhead_s)
+    flops = sum(training_flops(r) + prediction_flops(r) for r in runs)
+    seconds = flops / (device.tflops * 1e12) + training_steps(run) * step_overhead_s
+    return seconds / 60
+
+
+def host_memory_mb(runs: list[RunConfig]) -> float:
+    """Host memory, in MiB, that a training job of ``runs`` (one run, or a
+    batched job's seeds) needs when it trains on the CPU: the prepared
+    training images twice (the file's pages and the copy trained on); for
+    each seed its weights with their gradients and Adam state, eight
+    batch-sized temporaries and, for FF, its two stored deeper inputs
+    (positives and negatives); and 2 GiB for the rest."""
+    run = runs[0]
+    n, w = n_train(run), widths(run)
+    widest = max(run.hidden_units)
+    per_seed = 4 * sum(a * b for a, b in zip(w[:-1], w[1:], strict=True))
+    per_seed += 8 * 2 * run.batch_size * widest
+    if run.algorithm == "ff":
+        per_seed += 2 * n * widest
+    return (2 * n * w[0] + len(runs) * per_seed) * 4 / 2**20 + 2048
+
+
 @dataclass
 class Device:
     name: str

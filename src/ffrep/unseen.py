@@ -40,7 +40,8 @@ def unseen_problems(config: dict) -> list[str]:
             "analysis.unseen.held_out_classes: at least two classes must stay in"
             f" training; {len(held)} of {N_CLASSES} are held out"
         )
-    outside = sorted(set(unseen["algorithms"]) - set(config["grid"]["algorithms"]))
+    chosen = set(unseen["algorithms"] or ())  # none: the grid's
+    outside = sorted(chosen - set(config["grid"]["algorithms"]))
     if held and outside:
         problems.append(
             f"analysis.unseen.algorithms: {', '.join(outside)} not in"
