@@ -50,3 +50,24 @@ def test_summarise_and_compare_per_layer():
     assert len(tests) == 4
     vs_bp = tests[tests.algorithm_b == "bp"]
     assert (vs_bp.p_value < 1e-6).all() and (vs_bp.hedges_g > 10).all()
+
+
+def test_intervals_stop_at_the_measures_range():
+    import pandas as pd
+
+    from ffrep.stats import summarise
+
+    frame = pd.DataFrame(
+        {
+            "algorithm": ["ff", "ff"],
+            "seed": [0, 1],
+            "accuracy": [0.1, 0.99],
+            "ensemble_size": [0.0, 40.0],
+            "inhibition_ratio": [-1.0, 3.0],
+        }
+    )
+    row = summarise(frame, ["algorithm"]).iloc[0]
+    # two seeds: t(0.975, 1) = 12.7, so the raw intervals run far past the range
+    assert row.accuracy_ci_low == 0.0 and row.accuracy_ci_high == 1.0
+    assert row.ensemble_size_ci_low == 0.0 and row.ensemble_size_ci_high > 40
+    assert row.inhibition_ratio_ci_low < -1 and row.inhibition_ratio_ci_high > 3

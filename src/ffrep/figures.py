@@ -19,7 +19,7 @@ from ffrep.activations import layer_arrays, open_activations  # noqa: E402
 from ffrep.datasets import DATASETS  # noqa: E402
 from ffrep.ensembles import layer_ensembles, sample_mask  # noqa: E402
 from ffrep.io import atomic_path  # noqa: E402
-from ffrep.stats import t_interval  # noqa: E402
+from ffrep.stats import measure_range, t_interval  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,9 @@ def grouped_bars(
     ax, frame, value: str, groups: list, group_labels, by: str, bounds=None
 ):
     """Bars of ``value`` per group (x) and algorithm (colour), mean ± 95 % CI;
-    with ``bounds`` (low, high), the interval is cut at the measure's range."""
+    the interval is cut at ``bounds`` (low, high), by default the measure's
+    range (:func:`stats.measure_range`)."""
+    bounds = bounds if bounds is not None else measure_range(value)
     algorithms = _algorithms(frame)
     width = 0.8 / max(len(algorithms), 1)
     for i, algorithm in enumerate(algorithms):
@@ -161,12 +163,19 @@ def grouped_bars(
     ax.set_xticks(np.arange(len(groups)), group_labels, rotation=60, ha="right")
 
 
+def cut_note(bounds: tuple[float, float]) -> str:
+    """Where the intervals of a measure of range ``bounds`` are cut."""
+    low, high = bounds
+    return f"cut at {low:g}" if np.isinf(high) else f"cut at [{low:g}, {high:g}]"
+
+
 def per_class_bars(table, dataset, architecture, value, ylabel, title, bounds=None):
     """One panel per layer: ``value`` per class and algorithm, mean ± 95 % CI
     (cut at ``bounds``, the measure's range, if given)."""
     frame = _select(pd.read_csv(table), dataset, architecture)
     classes = list(DATASETS[dataset].classes)
     layers = sorted(frame.layer.unique())
+    bounds = bounds if bounds is not None else measure_range(value)
     with style():
         fig, axes = _panels(len(layers), sharey=True)
         for ax, layer in zip(axes, layers, strict=False):
@@ -175,7 +184,7 @@ def per_class_bars(table, dataset, architecture, value, ylabel, title, bounds=No
                 ax, sub, value, list(range(len(classes))), classes, "label", bounds
             )
             ax.set_title(f"layer {layer}")
-        note = CI_NOTE if bounds is None else f"{CI_NOTE}, cut at {bounds}"
+        note = CI_NOTE if bounds is None else f"{CI_NOTE}, {cut_note(bounds)}"
         axes[0].set_ylabel(f"{ylabel}\n({note})")
         # beside the last panel, where it covers no bar
         axes[-1].legend(frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))

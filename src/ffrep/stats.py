@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
 CONFIDENCE = 0.95
+
+# measures that lie in [0, 1] (accuracies, fractions, shares and the
+# sparseness, selectivity and Jaccard indices) and those that cannot be
+# negative (counts, sizes, overlaps), by their column names
+_UNIT = re.compile(
+    r"(^|_)(accuracy|hoyer|selectivity|sparseness|fraction|jaccard|share)"
+)
+_COUNT = re.compile(r"^(n_|units_in_)|(^|_)(size|overlap)$")
+
+
+def measure_range(column: str) -> tuple[float, float] | None:
+    """The range a measure's values lie in, from its name, or None.
+
+    >>> measure_range("active_fraction"), measure_range("mean_ensemble_size")
+    ((0.0, 1.0), (0.0, inf))
+    >>> measure_range("inhibition_ratio") is None
+    True
+    """
+    if _UNIT.search(column):
+        return 0.0, 1.0
+    if _COUNT.search(column):
+        return 0.0, np.inf
+    return None
 
 
 def t_interval(values, confidence: float = CONFIDENCE) -> tuple[float, float, int]:
@@ -42,7 +67,9 @@ def summarise(
 
     Columns ``{v}_mean``, ``{v}_std``, ``{v}_ci_low``, ``{v}_ci_high`` and
     ``{v}_n``, plus ``n_seeds`` (rows in the group). ``values`` defaults to every
-    numeric column but the keys and ``seed``.
+    numeric column but the keys and ``seed``. An interval is cut at the range
+    of its measure (:func:`measure_range`): with few seeds a t-interval of a
+    fraction can otherwise run past 0 or 1.
     """
     if values is None:
         values = [
@@ -56,10 +83,11 @@ def summarise(
         row = dict(zip(by, key, strict=True))
         for v in values:
             mean, half, n = t_interval(group[v], confidence)
+            low, high = measure_range(v) or (-np.inf, np.inf)
             row[f"{v}_mean"] = mean
             row[f"{v}_std"] = float(group[v].std(ddof=1)) if n > 1 else np.nan
-            row[f"{v}_ci_low"] = mean - half
-            row[f"{v}_ci_high"] = mean + half
+            row[f"{v}_ci_low"] = max(mean - half, low)
+            row[f"{v}_ci_high"] = min(mean + half, high)
             row[f"{v}_n"] = n
         row["n_seeds"] = len(group)
         rows.append(row)
