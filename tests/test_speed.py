@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
 import pytest
 import torch
@@ -381,8 +382,16 @@ def test_plan_counts_the_grid(capsys):
     assert plan.peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == 990.0
     with pytest.raises(ValueError, match="no bf16"):
         plan.device_for("v100", "bf16", 0.3, 0.0)
+    # the held-out variant's runs (analysis.unseen: ff and bp here)
+    held = table[table["stage"] == "unseen_train"]
+    assert held["jobs"].sum() == 4
     assert main(["plan", "--config", "config/test.yaml", "--gpu", "h100"]) == 0
-    assert "GPU-hours on h100" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "GPU-hours on h100" in out and "training.device is cpu" in out
+    # the other jobs, as snakemake -n plans them in the workflow's folder
+    others = dict(re.findall(r"^\s*(\w+)\s+(\d+)$", out, re.M))
+    assert others["sparsity"] == "6" and others["unseen"] == "4"
+    assert others["activation_wall"] == "6" and "train" not in others
 
     # batched seeds: one job per configuration, doing both seeds' work
     batched = load_config("config/test.yaml", {"training": {"batch_seeds": True}})

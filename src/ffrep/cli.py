@@ -215,15 +215,31 @@ def cmd_bench(args) -> None:
 
 def cmd_plan(args) -> None:
     from ffrep.config import load_config
-    from ffrep.plan import cpu_jobs, plan
+    from ffrep.plan import GPU_STAGES, plan, workflow_jobs
 
     config = load_config(args.config)
     table = plan(config, args.gpu, args.efficiency, args.step_overhead_s)
     sys.stdout.write(table.to_string(index=False, float_format="{:.3g}".format))
     sys.stdout.write(
-        f"\n\ntotal: {table['gpu_hours'].sum():.3g} GPU-hours on {args.gpu}\n\n"
+        f"\n\ntotal: {table['gpu_hours'].sum():.3g} GPU-hours on {args.gpu}\n"
     )
-    sys.stdout.write(cpu_jobs(config).to_string(index=False) + "\n")
+    if config["training"]["device"] == "cpu":
+        sys.stdout.write(
+            "(training.device is cpu: these jobs will run on CPUs; the times are"
+            f" for the GPU named, {args.gpu})\n"
+        )
+    if not args.jobs:
+        return
+    try:
+        jobs = workflow_jobs(args.config)
+    except (FileNotFoundError, RuntimeError) as err:
+        log.warning("the other jobs are not counted: %s", err)
+        return
+    others = jobs[~jobs["stage"].isin([*GPU_STAGES, "all"])]
+    sys.stdout.write(
+        f"\njobs with no training still to run (snakemake -n): {others['jobs'].sum()}\n"
+    )
+    sys.stdout.write(others.to_string(index=False) + "\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -369,6 +385,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu", default="h100", choices=sorted(GPUS))
     p.add_argument("--efficiency", type=float, default=EFFICIENCY)
     p.add_argument("--step-overhead-s", type=float, default=STEP_OVERHEAD_S)
+    p.add_argument(
+        "--jobs",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also count the other jobs still to run, with snakemake -n in this"
+        " folder (the workflow's)",
+    )
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("check-config", help="validate a config file")

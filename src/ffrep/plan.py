@@ -11,7 +11,11 @@ them against a run's ``train_tflops_per_s`` (in its metrics) and pass them.
 from __future__ import annotations
 
 import math
+import re
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -175,8 +179,12 @@ def plan(
     With ``training.batch_seeds`` the seeds of a configuration are one
     ``train_seeds`` job: their FLOPs add up, their steps run together.
     """
+    from ffrep.unseen import unseen_run
+
     batched = config["training"]["batch_seeds"]
     train_stage = "train_seeds" if batched else "train"
+    unseen = config["analysis"]["unseen"]
+    unseen_algorithms = unseen["algorithms"] or config["grid"]["algorithms"]
     rows = {}
     for dataset, algorithm, arch, seed in grid_runs(config):
         run = resolve_run(config, dataset, algorithm, arch, seed)
@@ -190,6 +198,14 @@ def plan(
             # the activations job predicts again, then records one pass
             "activations": (prediction_flops(run) + _one_pass_flops(run), 0),
         }
+        if unseen["held_out_classes"] and algorithm in unseen_algorithms:
+            # the held-out variant (analysis.unseen): its own runs, one by one
+            held = unseen_run(config, dataset, algorithm, arch, seed)
+            stages["unseen_train"] = (
+                training_flops(held) + prediction_flops(held),
+                training_steps(held),
+            )
+            stages["unseen_activations"] = stages["activations"]
         for stage, (flops, steps) in stages.items():
             key = (stage, dataset, algorithm, arch)
             row = rows.setdefault(key, {"jobs": 0, "flops": 0.0, "seconds": 0.0})
@@ -223,15 +239,46 @@ def _one_pass_flops(run: RunConfig) -> float:
     return 2.0 * n_test(run) * sum(a * b for a, b in zip(w[:-1], w[1:], strict=True))
 
 
-def cpu_jobs(config: dict) -> pd.DataFrame:
-    """The jobs that need no GPU, counted per stage."""
-    runs = grid_runs(config)
-    pairs = {(d, arch) for d, _, arch, _ in runs}
-    counts = {
-        "prepare_data": len({d for d, *_ in runs}),
-        "sparsity": len(runs),
-        "wall_figure": len(runs),
-        "sparsity_tables": 1,
-        "hoyer_by_class_figure": len(pairs),
-    }
+# the rules whose jobs train or run the networks; :func:`plan` sizes them
+GPU_STAGES = (
+    "train",
+    "train_seeds",
+    "activations",
+    "unseen_train",
+    "unseen_activations",
+)
+
+
+def workflow_jobs(config_path: str | Path, workdir: str | Path = ".") -> pd.DataFrame:
+    """The jobs still to run for a config, per rule, as the workflow in
+    ``workdir`` plans them (``snakemake -n``)."""
+    workdir = Path(workdir)
+    if not (workdir / "Snakefile").is_file():
+        raise FileNotFoundError(f"no Snakefile in {workdir.resolve()}")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "--quiet",
+            "rules",
+            "--configfile",
+            str(Path(config_path).resolve()),
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    text = done.stdout + done.stderr
+    if done.returncode != 0:
+        raise RuntimeError(f"snakemake -n failed:\n{text[-2000:]}")
+    # the job stats table: 'rule  count' lines, up to its total
+    counts: dict[str, int] = {}
+    for name, count in re.findall(r"^(\w+)\s+(\d+)$", text, re.M):
+        if name == "total":
+            break
+        counts[name] = int(count)
     return pd.DataFrame([{"stage": k, "jobs": v} for k, v in counts.items()])
