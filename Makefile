@@ -8,7 +8,8 @@ FASHION_MNIST_DEBIAN := /usr/share/datasets/fashion-mnist
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: venv test demo lint format bench bench-quick clean-results
+.PHONY: venv test demo demo-figures demo-report lint format bench bench-quick \
+	clean-results
 
 venv: $(VENV)/.installed
 
@@ -23,14 +24,27 @@ test: venv
 # Real Fashion-MNIST: files already under resources/data, else Debian's
 # dataset-fashion-mnist (installed here when we are root), else torchvision's
 # download where the machine is online.
+# The demo's Snakemake options; the commands that go on from its results
+# (demo-figures, demo-report) must give the same ones, or Snakemake sees
+# changed settings and plans the work again. Targets go before them: --config
+# takes every word after it.
+DEMO_ARGS = set -- --configfile config/demo.yaml; if [ -d $(FASHION_MNIST_DEBIAN) ]; \
+	then set -- "$$@" --config "data={local_raw: {fashion_mnist: $(FASHION_MNIST_DEBIAN)}}"; fi
+
 demo: venv
 	@if [ ! -d $(FASHION_MNIST_DEBIAN) ] && [ ! -d resources/data/FashionMNIST/raw ] \
 	  && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  apt-get install -y -qq dataset-fashion-mnist || true; fi
-	@if [ -d $(FASHION_MNIST_DEBIAN) ]; then \
-	  set -- --config "data={local_raw: {fashion_mnist: $(FASHION_MNIST_DEBIAN)}}"; fi; \
-	set -x; $(BIN)/snakemake --cores $(CORES) --configfile config/demo.yaml "$$@"
+	@$(DEMO_ARGS); set -x; $(BIN)/snakemake --cores $(CORES) "$$@"
 	$(BIN)/ffrep summary results/tables/sparsity_summary.csv
+
+# redraw the demo's tables and figures from its recorded activations
+demo-figures: venv
+	@$(DEMO_ARGS); set -x; $(BIN)/snakemake --cores $(CORES) figures "$$@"
+
+# the demo's figures and captions on one HTML page
+demo-report: venv
+	@$(DEMO_ARGS); set -x; $(BIN)/snakemake "$$@" --report results/demo-report.html
 
 # Benchmark: side-by-side times and ratios; see "Speed" in README.md. Uses the
 # demo's prepared Fashion-MNIST when it is there, synthetic data otherwise.
