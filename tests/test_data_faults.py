@@ -262,3 +262,12 @@ def test_prepared_not_a_mapping(tmp_path, small):
     torch.save(torch.zeros(3), path)
     with pytest.raises(data.DataError, match="not a prepared ffrep dataset"):
         data.load(path)
+
+
+def test_folder_or_model_file_given_as_prepared_data(tmp_path):
+    with pytest.raises(data.DataError, match="a folder, not a prepared data file"):
+        data.load(tmp_path)
+    model = tmp_path / "model.pt"
+    torch.save({"state_dict": {}, "run": "{}"}, model)
+    with pytest.raises(data.DataError, match="not a prepared ffrep dataset file"):
+        data.load(model)
