@@ -103,6 +103,26 @@ def test_nan_loss_stops_with_epoch_and_layer(
         assert all(torch.isfinite(t).all() for t in state.values())
 
 
+def test_a_network_whose_units_all_died_is_named(
+    tmp_path, prepared, caplog, monkeypatch
+):
+    real = train.train_ff
+
+    def train_then_kill_layer_2(net, *args):
+        history = real(net, *args)
+        with torch.no_grad():
+            net.layers[1].bias.fill_(-1e6)  # as a diverged training can leave it
+        return history
+
+    monkeypatch.setattr(train, "train_ff", train_then_kill_layer_2)
+    metrics = train_tiny(tmp_path, prepared, tiny_run("ff"))
+    assert metrics["silent_layers"] == [2]
+    assert "hidden layer(s) 2 have no active unit on any test image" in caplog.text
+    monkeypatch.undo()
+    fine = train_tiny(tmp_path / "fine", prepared, tiny_run("ff"))
+    assert fine["silent_layers"] == []
+
+
 def test_huge_learning_rate_diverges_cleanly(tmp_path, prepared):
     run = tiny_run("bp", learning_rate=1e30, epochs=5)
     with pytest.raises(train.TrainingDiverged, match=r"became (nan|inf) at epoch"):

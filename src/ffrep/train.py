@@ -838,6 +838,14 @@ def finish_run(
     y_test = splits.y_test.to(device)
     prediction = predict(net, run, x_test)
     accuracy = float((prediction == y_test).float().mean())
+    silent = silent_layers(net, run, x_test[:CHUNK], y_test[:CHUNK])
+    if silent:
+        log.warning(
+            "%s: hidden layer(s) %s have no active unit on any test image; the"
+            " training has likely diverged: lower the learning rate",
+            run.run_id,
+            ", ".join(map(str, silent)),
+        )
     wall_s, n_train = timing["wall_time_s"], timing["n_train"]
     metrics = {
         "run": run.run_id,
@@ -857,6 +865,7 @@ def finish_run(
         "torch_threads": torch.get_num_threads(),
         "precision": run.precision,
         "resumed": resumed,
+        "silent_layers": silent,
         "run_config": json.loads(run.training_json()),
         **{k: v for k, v in timing.items() if k not in ("wall_time_s", "n_train")},
     }
@@ -865,6 +874,18 @@ def finish_run(
     write_json(metrics_out, metrics)
     log.info("%s: test accuracy %.4f in %.1f s", run.run_id, accuracy, wall_s)
     return metrics
+
+
+@torch.no_grad()
+def silent_layers(net, run: RunConfig, x: torch.Tensor, y: torch.Tensor) -> list[int]:
+    """The hidden layers (from 1) with no unit active on any of the test images
+    ``x``, which FF and BP/FF see with their true labels ``y``."""
+    if run.algorithm == "bp":
+        hidden = net.hidden(x)
+    else:
+        overlay = LabelOverlay(DATASETS[run.dataset], label_value(run, x), x.device)
+        hidden = net(overlay.apply(x, y))
+    return [i + 1 for i, h in enumerate(hidden) if not bool((h > 0).any())]
 
 
 def _throughput(
