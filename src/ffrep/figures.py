@@ -304,7 +304,11 @@ def overlap_heatmap(table, dataset: str, architecture: str, outputs) -> None:
                             )
                 ax.set_xticks(range(k), classes, rotation=70, ha="right", fontsize=6)
                 ax.set_yticks(range(k), classes, fontsize=6)
-                ax.set_title(f"{ALGORITHM_LABELS[algorithm]} · layer {layer}")
+                title = f"{ALGORITHM_LABELS[algorithm]} · layer {layer}"
+                if top == 0:
+                    # the diagonal holds the ensemble sizes: all of them empty
+                    title += "\n(every ensemble empty)"
+                ax.set_title(title)
                 fig.colorbar(im, ax=ax, fraction=0.04)
         fig.suptitle(
             f"{dataset} · {architecture}: shared ensemble units |E_i ∩ E_j|"
@@ -422,11 +426,16 @@ def mixed_selectivity(
                     label=ALGORITHM_LABELS[algorithm],
                 )
             top = sub[sub.algorithm == sub.algorithm.iloc[0]] if len(sub) else sub
-            for _, r in top.nlargest(3, "overlap").iterrows():
+            # the three most shared pairs, their names stacked apart and
+            # joined to their points, so that close points keep legible names
+            for k, (_, r) in enumerate(top.nlargest(3, "overlap").iterrows()):
                 ax.annotate(
                     f"{classes[r.label_a]}/{classes[r.label_b]}",
                     (r.image_correlation, r.overlap),
-                    fontsize=5,
+                    xytext=(-60, -12 - 11 * k),
+                    textcoords="offset points",
+                    fontsize=6,
+                    arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.4"},
                 )
             ax.set_xlabel("correlation of the class-mean images")
             ax.set_ylabel("shared units (mean over seeds)")
