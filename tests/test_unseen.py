@@ -7,6 +7,7 @@ from ffrep.config import load_config
 from ffrep.unseen import (
     nearest_ensemble_accuracy,
     run_unseen,
+    unseen_algorithms,
     unseen_problems,
     unseen_run,
 )
@@ -66,9 +67,11 @@ def test_unseen_config_is_checked_and_resolved():
     assert run.held_out_classes == [2, 4]
     # the label input is the recording's: the unseen_activations rule passes it
     assert "label_input" not in run.training_json()
+    # a grid narrowed to BP keeps the variant's BP runs only, and says so
     config["grid"]["algorithms"] = ["bp"]
     config["analysis"]["unseen"]["algorithms"] = ["ff", "bp"]
-    assert "ff not in grid.algorithms" in unseen_problems(config)[0]
+    assert unseen_algorithms(config) == (["bp"], ["ff"])
+    assert unseen_problems(config) == []
     config["grid"]["algorithms"] = ["ff", "bp"]
     config["forward_forward"]["held_out_classes"] = [1]
     assert unseen_problems(config)

@@ -723,7 +723,7 @@ def bench_netcdf(splits, sizes: Sizes, device, folder: Path, label: str) -> list
     name = f"{sizes.dataset} run, {label}"
     return [
         Row(f"NetCDF write ({name})", "ffrep", write_s, peak_mb=write_mb,
-            note=f"{mb:.0f} MiB file"),
+            note=f"{mb:.3g} MiB file"),
         Row(f"NetCDF read ({name})", "ffrep", read_s, peak_mb=read_mb,
             max_abs_diff=diff),
         Row(f"analysis ({name})", "ffrep", analysis_s, peak_mb=analysis_mb),

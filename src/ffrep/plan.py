@@ -179,12 +179,12 @@ def plan(
     With ``training.batch_seeds`` the seeds of a configuration are one
     ``train_seeds`` job: their FLOPs add up, their steps run together.
     """
-    from ffrep.unseen import unseen_run
+    from ffrep.unseen import unseen_algorithms, unseen_run
 
     batched = config["training"]["batch_seeds"]
     train_stage = "train_seeds" if batched else "train"
     unseen = config["analysis"]["unseen"]
-    unseen_algorithms = unseen["algorithms"] or config["grid"]["algorithms"]
+    held_algorithms, _ = unseen_algorithms(config)
     rows = {}
     for dataset, algorithm, arch, seed in grid_runs(config):
         run = resolve_run(config, dataset, algorithm, arch, seed)
@@ -198,7 +198,7 @@ def plan(
             # the activations job predicts again, then records one pass
             "activations": (prediction_flops(run) + _one_pass_flops(run), 0),
         }
-        if unseen["held_out_classes"] and algorithm in unseen_algorithms:
+        if unseen["held_out_classes"] and algorithm in held_algorithms:
             # the held-out variant (analysis.unseen): its own runs, one by one
             held = unseen_run(config, dataset, algorithm, arch, seed)
             stages["unseen_train"] = (

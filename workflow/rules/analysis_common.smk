@@ -1,5 +1,5 @@
 # Settings and input functions of the analysis, unseen and figure rules.
-from ffrep.unseen import unseen_problems, unseen_run
+from ffrep.unseen import unseen_algorithms, unseen_problems, unseen_run
 
 ANALYSIS = config["analysis"]
 ENSEMBLE_TABLES = ["sizes", "overlap", "units", "layers"]
@@ -29,7 +29,12 @@ UNSEEN = config["analysis"]["unseen"]
 _problems = unseen_problems(config)
 if _problems:
     raise WorkflowError("invalid config:\n  " + "\n  ".join(_problems))
-UNSEEN_ALGORITHMS = UNSEEN["algorithms"] or config["grid"]["algorithms"]
+UNSEEN_ALGORITHMS, _outside = unseen_algorithms(config)
+if UNSEEN["held_out_classes"] and _outside and workflow.is_main_process:
+    logger.warning(
+        f"analysis.unseen.algorithms: {', '.join(_outside)} not in grid.algorithms;"
+        " the held-out variant trains the grid's algorithms only"
+    )
 UNSEEN_RUNS = [
     r for r in RUNS if UNSEEN["held_out_classes"] and r[1] in UNSEEN_ALGORITHMS
 ]
