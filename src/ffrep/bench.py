@@ -14,6 +14,7 @@ alone, run back to back at their shapes, as many as the epoch runs.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import multiprocessing
@@ -32,6 +33,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ffrep import activations as act
 from ffrep import data as data_mod
+from ffrep import kernels
 from ffrep.analysis import run_sparsity
 from ffrep.config import RunConfig
 from ffrep.datasets import DATASETS, N_CLASSES
@@ -259,40 +261,47 @@ def interleaved(
     return best, (bound_s, flops)
 
 
-def matmul_bound(widths, rows: int, n_rows: int, device, input_grads):
+def matmul_bound(
+    widths, rows: int, n_rows: int, device, input_grads, ff_forward: bool = False
+):
     """Seconds of an epoch's matmuls alone, run back to back as the epoch runs
     them: ``n_rows / rows`` steps, each with every layer's forward product, and
     then its weight gradient and, for the layers in ``input_grads``, its input
-    gradient. Returns (seconds, FLOPs)."""
+    gradient. Returns (seconds, FLOPs).
+
+    With ``ff_forward`` the forward products run on the kernel of the FF step
+    (:func:`kernels.linear`, without bias or activation), the others on
+    ``torch.mm``, as the FF step runs them."""
     shapes, step_flops = [], 0.0
     layers = list(zip(widths[:-1], widths[1:], strict=True))
     for d, h in layers:
-        shapes.append((rows, d, h))  # forward
+        shapes.append((rows, d, h, ff_forward))  # forward
         step_flops += 2.0 * rows * d * h
     for layer, (d, h) in reversed(list(enumerate(layers))):
-        shapes.append((h, rows, d))  # weight gradient
+        shapes.append((h, rows, d, False))  # weight gradient
         step_flops += 2.0 * rows * d * h
         if layer in input_grads:
-            shapes.append((rows, h, d))
+            shapes.append((rows, h, d, False))
             step_flops += 2.0 * rows * d * h
-    operands = [
-        (
-            torch.randn(m, k, device=device),
-            torch.randn(k, n, device=device),
-            torch.empty(m, n, device=device),
-        )
-        for m, k, n in shapes
-    ]
+    products = []
+    for m, k, n, linear in shapes:
+        a, out = torch.randn(m, k, device=device), torch.empty(m, n, device=device)
+        if linear:  # the weight as the layer holds it, (n, k)
+            w = torch.randn(n, k, device=device)
+            products.append(functools.partial(kernels.linear, a, w, None, False, out))
+        else:
+            b = torch.randn(k, n, device=device)
+            products.append(functools.partial(torch.mm, a, b, out=out))
     steps = n_rows / rows
     run_steps = max(1, round(steps))
-    for a, b, out in operands:  # warm-up
-        torch.mm(a, b, out=out)
+    for product in products:  # warm-up
+        product()
     if device.type == "cuda":
         torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(run_steps):
-        for a, b, out in operands:
-            torch.mm(a, b, out=out)
+        for product in products:
+            product()
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - t0) * steps / run_steps
@@ -524,11 +533,25 @@ def _ff_layer(inputs: FFInputs, layer, ref_layer, pos, neg, order, run, sizes):
         shared = inputs.layer == 0 and inputs.data.same_image
         rows = (1 if shared else 2) * run.batch_size
         return matmul_bound(
-            widths, rows, rows // run.batch_size * order.shape[0], device, ()
+            widths,
+            rows,
+            rows // run.batch_size * order.shape[0],
+            device,
+            (),
+            ff_forward=True,
         )
 
     best = interleaved(
         device, sizes.rounds, {"ffrep": ours, "reference": reference}, bound
+    )
+    log.debug(
+        "FF layer %d (%d -> %d): ffrep %.3f s, reference %.3f s, matmul bound %.3f s",
+        inputs.layer + 1,
+        layer.in_features,
+        layer.out_features,
+        best[0]["ffrep"].seconds,
+        best[0]["reference"].seconds,
+        best[1][0],
     )
     mine.restore()
     theirs.restore()

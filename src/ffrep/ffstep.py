@@ -3,16 +3,17 @@
 For every goodness the FF loss's gradient with respect to a layer's
 pre-activations is the layer's output ``h`` times one coefficient per row
 (see :func:`models.goodness_coefficient`), so a step needs no autograd graph:
-the layer's product into a kept buffer, ReLU and goodness over it, the
-coefficients, the same buffer scaled into the gradient, the weight gradient's
-product into the kept ``.grad``, and Adam.
+the layer's product with its bias and ReLU (:func:`linear`), the goodness, the
+coefficients, the outputs scaled in place into the gradient, the weight
+gradient's product into the kept ``.grad``, and Adam.
 
-No tensor of a batch's size is allocated after the first step. On a CPU a
-fresh tensor of that size (8 MiB for 2048 rows of 1000) is often memory the
-allocator maps anew, whose first touch costs page faults; a step of the plain
-autograd form spent about a fifth of its time in them on the 2-core machine
-the benchmark was written on. The step gives the autograd form's numbers to
-float rounding (tested).
+Apart from the layer's output where oneDNN computes it (see
+:func:`kernels.linear`), no tensor of a batch's size is allocated after the
+first step. On a CPU a fresh tensor of that size (8 MiB for 2048 rows of 1000)
+is often memory the allocator maps anew, whose first touch costs page faults;
+a step of the plain autograd form, with several such tensors, spent about a
+fifth of its time in them on the 2-core machine the benchmark was written on.
+The step gives the autograd form's numbers to float rounding (tested).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ffrep.config import RunConfig
+from ffrep.kernels import linear, uses_onednn
 from ffrep.models import goodness, goodness_coefficient, one_hot
 
 
@@ -116,27 +118,29 @@ class FFStep:
         h_width, d_width = weight.shape
         if batches.shared is not None:
             batch = batches.shared(idx, self._buffer("inputs", b, d_width))
-            pre = self._twice_labelled_pre(batch)
-            loss = self._to_gradient_(pre, b)
-            self._twice_labelled_grads(batch, pre)
+            h = self._twice_labelled_pre(batch).clamp_min_(0)
+            loss = self._to_gradient_(h, b)
+            self._twice_labelled_grads(batch, h)
         else:
             inputs = batches.rows(idx, self._buffer("inputs", 2 * b, d_width))
-            pre = self._buffer("pre", 2 * b, h_width)
-            torch.addmm(bias, inputs, weight.T, out=pre)
-            loss = self._to_gradient_(pre, b)
-            torch.mm(pre.T, inputs, out=weight.grad)
-            torch.sum(pre, 0, out=bias.grad)
+            # oneDNN writes its product into a tensor of its own
+            out = None if uses_onednn(inputs) else self._buffer("pre", 2 * b, h_width)
+            h = linear(inputs, weight, bias, True, out)
+            loss = self._to_gradient_(h, b)
+            torch.sum(h, 0, out=bias.grad)
+            torch.mm(h.T, inputs, out=weight.grad)
         self.opt.step()
         return loss
 
-    def _to_gradient_(self, pre: torch.Tensor, b: int) -> torch.Tensor:
-        """Turn (2b, H) pre-activations, positives first, into the loss's
-        gradient with respect to them, in place; return the mean loss.
+    def _to_gradient_(self, h: torch.Tensor, b: int) -> torch.Tensor:
+        """Turn (2b, H) outputs ``h = relu(pre)``, positives first, into the
+        loss's gradient with respect to the pre-activations, in place; return
+        the mean loss.
 
         loss = mean(softplus(s)), s = θ - g for positives and g - θ for
-        negatives, so dloss/dg = ∓ sigmoid(s) / 2b.
+        negatives, so dloss/dg = ∓ sigmoid(s) / 2b; dg/dpre is ``h`` times a
+        per-row coefficient, zero wherever the ReLU is off.
         """
-        h = pre.clamp_min_(0)
         g = goodness(h, self.run.goodness)  # (2b,)
         signed = torch.cat([self.run.threshold - g[:b], g[b:] - self.run.threshold])
         loss = F.softplus(signed).mean()
@@ -155,8 +159,11 @@ class FFStep:
         weight, bias = self.layer.weight, self.layer.bias
         b, h_width = batch.base.shape[0], weight.shape[0]
         pre = self._buffer("pre", 2 * b, h_width)
-        torch.addmm(bias, batch.base, weight.T, out=pre[:b])
-        pre[b:].copy_(pre[:b])
+        first = pre[:b]
+        image_part = linear(batch.base, weight, bias, False, first)
+        pre[b:].copy_(image_part)
+        if image_part is not first:
+            first.copy_(image_part)
         label_rows = weight[:, batch.positions].sum(-1).T  # (10, H)
         pre.addmm_(self._scaled_labels(batch), label_rows)
         return pre
@@ -169,8 +176,8 @@ class FFStep:
         # each label's columns collect the scaled gradients of its copies
         per_label = self._scaled_labels(batch).T.mm(grad)  # (10, H)
         shared = grad[:b].add_(grad[b:])  # both copies read the image part
-        torch.mm(shared.T, batch.base, out=weight.grad)  # zero on the label region
         torch.sum(shared, 0, out=bias.grad)
+        torch.mm(shared.T, batch.base, out=weight.grad)  # zero on the label region
         c = batch.positions.shape[1]
         weight.grad.index_add_(
             1, batch.positions.flatten(), per_label.repeat_interleave(c, 0).T

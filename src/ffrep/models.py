@@ -7,6 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ffrep.datasets import N_CLASSES, DatasetInfo
+from ffrep.kernels import linear, uses_onednn
 
 EPS = 1e-12
 
@@ -319,9 +320,13 @@ def ff_label_goodness(
     label_rows = overlay.value * first.weight[:, overlay.positions].sum(-1).T
     # one label entry per channel contributes value² to the squared length
     label_sq = overlay.positions.shape[1] * overlay.value**2
-    # each layer's output in a buffer of its own, kept for every chunk: no
-    # tensor of a chunk's size is allocated after the first
-    kept = [x.new_empty(chunk * N_CLASSES, layer.out_features) for layer in net.layers]
+    # each layer's output in a buffer of its own, kept for every chunk (where
+    # oneDNN computes the deeper layers, only the first's)
+    deeper = not uses_onednn(x)
+    kept = [
+        x.new_empty(chunk * N_CLASSES, layer.out_features) if i == 0 or deeper else None
+        for i, layer in enumerate(net.layers)
+    ]
     for start in range(0, x.shape[0], chunk):
         xb = x[start : start + chunk].clone()
         b = xb.shape[0]
@@ -332,26 +337,26 @@ def ff_label_goodness(
         else:
             scale = xb.new_ones(b, 1)
         # (B, H): the shared image part, scaled, with the bias
-        shared = torch.addcmul(first.bias, xb @ first.weight.T, scale)
+        shared = torch.addcmul(first.bias, linear(xb, first.weight, None, False), scale)
         # (B, 10, H): first-layer pre-activations of the ten labelled copies
         pre = kept[0][: b * N_CLASSES].view(b, N_CLASSES, -1)
         torch.addcmul(shared[:, None, :], scale[:, :, None], label_rows, out=pre)
         h = F.relu_(pre).view(-1, pre.shape[-1])  # (B*10, H)
         for i in range(n_layers):
             if i:
-                h = _layer_into(net, i, h, kept[i][: h.shape[0]])
+                out_i = kept[i][: h.shape[0]] if kept[i] is not None else None
+                h = _layer_into(net, i, h, out_i)
             out[start : start + chunk, :, i] = goodness(h, kind).view(-1, N_CLASSES)
     return out
 
 
-def _layer_into(net: FFNet, i: int, h: torch.Tensor, out: torch.Tensor):
-    """``net.layer_forward(i, h)`` written into ``out``; ``h`` is normalised in
-    place."""
+def _layer_into(net: FFNet, i: int, h: torch.Tensor, out: torch.Tensor | None):
+    """``net.layer_forward(i, h)``, written into ``out`` where the kernel allows
+    (see :func:`kernels.linear`); ``h`` is normalised in place."""
     if net.normalization != "none":
         h.div_(torch.linalg.vector_norm(h, dim=-1, keepdim=True).clamp_min(EPS))
     layer = net.layers[i]
-    torch.addmm(layer.bias, h, layer.weight.T, out=out)
-    return F.relu_(out)
+    return linear(h, layer.weight, layer.bias, True, out)
 
 
 def ff_predict(goodness_per_label: torch.Tensor, rule: str) -> torch.Tensor:
