@@ -765,11 +765,51 @@ def test_linear_kernels_agree(monkeypatch, relu, with_bias):
     torch.testing.assert_close(plain, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_onednn_only_for_fp32_on_the_cpu_outside_autocast():
-    if not torch.backends.mkldnn.is_available():
-        pytest.skip("this torch has no oneDNN")
-    x = torch.randn(4, 3)
+def test_onednn_only_for_fp32_on_the_cpu_outside_autocast_and_autograd():
+    if kernels._ONEDNN_LINEAR is None:
+        pytest.skip("this torch has no oneDNN linear")
+    x, weight = torch.randn(4, 3), torch.randn(5, 3, requires_grad=True)
     assert kernels.uses_onednn(x)
     assert not kernels.uses_onednn(x.double())
+    assert not kernels.uses_onednn(torch.randn(4, 0))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not kernels.uses_onednn(x)
+    # oneDNN's linear has no backward: a tracked product stays on torch.mm
+    assert not kernels.uses_onednn(x, weight)
+    kernels.linear(x, weight, None, True).sum().backward()
+    torch.testing.assert_close(weight.grad, (x @ weight.T > 0).float().T @ x)
+    with torch.no_grad():
+        assert kernels.uses_onednn(x, weight)
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_linear_keeps_nans_and_reads_any_bias(monkeypatch, onednn):
+    """A NaN weight gives NaN outputs through the ReLU (a diverging run must
+    show it), and a strided bias is read as its values."""
+    if not onednn:
+        monkeypatch.setattr(kernels, "_ONEDNN_LINEAR", None)
+    x, weight = torch.randn(8, 6), torch.randn(4, 6)
+    bias = torch.randn(4, 2)[:, 1]  # every other value of its storage
+    expected = (x @ weight.T + bias).clamp_min(0)
+    torch.testing.assert_close(kernels.linear(x, weight, bias, True), expected)
+    weight[2, 0] = float("nan")
+    assert kernels.linear(x, weight, bias, True)[:, 2].isnan().all()
+
+
+@pytest.mark.parametrize("sampling", ["paper", "uniform"])
+def test_a_nan_weight_gives_the_hand_computed_step_a_nan_loss(sampling):
+    """A diverged layer's NaN reaches the loss, which stops the training."""
+    from ffrep.ffstep import FFStep
+    from ffrep.train import adam
+
+    run = small_run(negative_sampling=sampling)
+    x, y = small_data()
+    overlay = LabelOverlay(DATASETS["fashion_mnist"], float(x.max()))
+    ffdata = FFData(x.clone(), y, ALL, run, overlay, torch.device("cpu"))
+    layer = torch.nn.Linear(x.shape[1], 12)
+    step = FFStep(layer, adam(layer.parameters(), run, torch.device("cpu")), run)
+    idx = torch.arange(32)
+    assert step(ffdata.batches(*ffdata.fixed), idx).isfinite()
+    with torch.no_grad():
+        layer.weight[0, 300] = float("nan")
+    assert step(ffdata.batches(*ffdata.fixed), idx).isnan()

@@ -124,7 +124,11 @@ class FFStep:
         else:
             inputs = batches.rows(idx, self._buffer("inputs", 2 * b, d_width))
             # oneDNN writes its product into a tensor of its own
-            out = None if uses_onednn(inputs) else self._buffer("pre", 2 * b, h_width)
+            out = (
+                None
+                if uses_onednn(inputs, weight)
+                else self._buffer("pre", 2 * b, h_width)
+            )
             h = linear(inputs, weight, bias, True, out)
             loss = self._to_gradient_(h, b)
             torch.sum(h, 0, out=bias.grad)

@@ -322,7 +322,7 @@ def ff_label_goodness(
     label_sq = overlay.positions.shape[1] * overlay.value**2
     # each layer's output in a buffer of its own, kept for every chunk (where
     # oneDNN computes the deeper layers, only the first's)
-    deeper = not uses_onednn(x)
+    deeper = not uses_onednn(x, first.weight)
     kept = [
         x.new_empty(chunk * N_CLASSES, layer.out_features) if i == 0 or deeper else None
         for i, layer in enumerate(net.layers)
