@@ -23,7 +23,6 @@ from ffrep.io import atomic_path, git_commit, package_versions
 from ffrep.models import LabelOverlay
 from ffrep.train import (
     CHUNK,
-    check_dataset,
     configure_torch,
     label_value,
     load_model,
@@ -223,8 +222,9 @@ def extract(
         run.compression_level = compression_level
     device = configure_torch(run)
     net = net.to(device)
-    splits = data_mod.load(data_path, run.max_train_samples, run.max_test_samples)
-    check_dataset(splits, run, data_path)
+    splits = data_mod.load(
+        data_path, run.max_train_samples, run.max_test_samples, run.dataset
+    )
     x = splits.x_test.to(device)
     y = splits.y_test.to(device)
     prediction = predict(net, run, x)

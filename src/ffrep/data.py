@@ -346,9 +346,11 @@ def load(
     path: str | Path,
     max_train: int | None = None,
     max_test: int | None = None,
+    dataset: str | None = None,
 ) -> Splits:
     """Read prepared splits, keeping the first ``max_train``/``max_test``
-    samples; every part of the file is checked against its checksum first."""
+    samples; every part of the file is checked against its checksum first,
+    and, if ``dataset`` is given, the file must be of that dataset."""
     path = Path(path)
     again = "delete it and run the data preparation again"
     if not path.exists():
@@ -376,6 +378,11 @@ def load(
         raise DataError(
             f"{path}: not a prepared ffrep dataset file (those are written by"
             " ffrep prepare-data and the workflow's data rule)"
+        )
+    if dataset is not None and name != dataset:
+        raise DataError(
+            f"{path} holds {name}, but the run is on {dataset};"
+            f" give the prepared file of {dataset}"
         )
     missing = [k for k in PREPARED_KEYS if not torch.is_tensor(payload.get(k))]
     if missing:

@@ -22,7 +22,7 @@ from ffrep.ensembles import run_keys, sample_mask
 from ffrep.io import write_csv
 from ffrep.metrics import CHUNK, drive_split, reference_excitation, silence_causes
 from ffrep.models import EPS, LabelOverlay
-from ffrep.train import check_dataset, label_value, load_model
+from ffrep.train import label_value, load_model
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,7 @@ def run_inhibition(
     ds = open_activations(activations_path)
     try:
         n_test = ds.sizes["sample"]
-        splits = data_mod.load(data_path, run.max_train_samples, n_test)
-        check_dataset(splits, run, data_path)
+        splits = data_mod.load(data_path, run.max_train_samples, n_test, run.dataset)
         return inhibition_tables(net, run, splits.x_test, ds, samples, quantile)
     finally:
         ds.close()

@@ -746,8 +746,9 @@ def allowed_classes(run: RunConfig) -> list[int]:
 def training_data(run: RunConfig, data_path: str | Path, device: torch.device):
     """The prepared splits, and the training images (one copy on ``device``,
     which FF rewrites in place) and labels of the classes ``run`` trains on."""
-    splits = data_mod.load(data_path, run.max_train_samples, run.max_test_samples)
-    check_dataset(splits, run, data_path)
+    splits = data_mod.load(
+        data_path, run.max_train_samples, run.max_test_samples, run.dataset
+    )
     keep = torch.isin(splits.y_train, torch.as_tensor(allowed_classes(run)))
     if bool(keep.all()):
         x = splits.x_train.to(device, copy=True)
@@ -761,15 +762,6 @@ def training_data(run: RunConfig, data_path: str | Path, device: torch.device):
             " held-out classes are left out; raise data.max_train_samples"
         )
     return splits, x, y
-
-
-def check_dataset(splits, run: RunConfig, data_path) -> None:
-    """Stop when the prepared file is not of the run's dataset."""
-    if splits.dataset != run.dataset:
-        raise data_mod.DataError(
-            f"{data_path} holds {splits.dataset}, but the run is on {run.dataset};"
-            f" give the prepared file of {run.dataset}"
-        )
 
 
 def train_run(
